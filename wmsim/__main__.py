@@ -1,0 +1,5 @@
+"""``python -m wmsim`` runs the command-line interface."""
+
+from wmsim.cli import main
+
+raise SystemExit(main())
