@@ -1,0 +1,1 @@
+"""The real game: Atari under the Atari 100k protocol, and collection into a replay."""
