@@ -1,0 +1,148 @@
+"""Collection into a replay: the step vocabulary, equality with a single env, resuming, killing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from wmsim.collect.atari import AtariEnv
+from wmsim.collect.rollout import CollectConfig, collect, step_flags, stream_seed
+from wmsim.replay import Replay
+from wmsim.replay.format import CHUNKS
+
+
+def test_the_one_conversion_from_gymnasium_end_flags():
+    #                 terminated, truncated -> is_last, is_terminal
+    assert step_flags(False, False) == (False, False)
+    assert step_flags(True, False) == (True, True)  # game over: nothing to bootstrap from
+    assert step_flags(False, True) == (True, False)  # frame cap: the game would go on
+    assert step_flags(True, True) == (True, True)
+
+
+def stream_rows(replay):
+    """Stream id -> its rows in order, as field -> array."""
+    by_stream = {}
+    for chunk in sorted(replay.chunks, key=lambda c: (c.stream, c.position)):
+        rows = by_stream.setdefault(chunk.stream, {k: [] for k in chunk.arrays})
+        for name, array in chunk.arrays.items():
+            rows[name].append(np.asarray(array))
+    return {s: {k: np.concatenate(v) for k, v in rows.items()} for s, rows in by_stream.items()}
+
+
+def replay_in_a_single_env(rows, seed):
+    """Play a stream's recorded actions again in one fresh env; return what it sees."""
+    env = AtariEnv()
+    obs, _ = env.reset(seed=seed)
+    seen = {"obs": [obs], "reward": [0.0], "is_last": [False], "is_terminal": [False]}
+    seen["life_loss"] = [False]
+    for t in range(len(rows["obs"]) - 1):
+        if rows["is_last"][t]:
+            obs, _ = env.reset()
+            reward, terminated, truncated, info = 0.0, False, False, {"life_loss": False}
+        else:
+            obs, reward, terminated, truncated, info = env.step(rows["action"][t])
+        for name, value in zip(seen, (obs, reward, terminated or truncated, terminated,
+                                      info["life_loss"]), strict=True):  # fmt: skip
+            seen[name].append(value)
+    return {k: np.asarray(v) for k, v in seen.items()}
+
+
+def check_stream_vocabulary(rows):
+    first, last = rows["is_first"], rows["is_last"]
+    assert first[0]
+    assert (first[1:] == last[:-1]).all()  # an episode starts right after one ends
+    assert (rows["reward"][first] == 0).all()
+    assert (rows["action"][last] == 0).all()  # no action is taken at a last frame
+    assert not (rows["is_terminal"] & ~last).any()
+
+
+def test_two_envs_in_two_processes_record_exactly_what_a_single_env_plays(breakout_replay):
+    replay = Replay(breakout_replay)
+    assert replay.num_steps == 3000
+    streams = stream_rows(replay)
+    assert sorted(streams) == [0, 1]
+    for stream, rows in streams.items():
+        assert len(rows["obs"]) == 1500
+        check_stream_vocabulary(rows)
+        assert rows["is_last"].sum() >= 3 and rows["life_loss"].sum() >= 10
+        again = replay_in_a_single_env(rows, stream_seed(7, stream))
+        for name, values in again.items():
+            assert (rows[name] == values).all(), name
+
+
+def test_collection_resumes_to_the_target_with_fresh_streams(tmp_path):
+    out = tmp_path / "replay"
+    first = collect(CollectConfig(out=out, steps=700, chunk_length=128), progress=False)
+    assert (first.added, first.total) == (700, 700)
+    second = collect(CollectConfig(out=out, steps=1000, chunk_length=128), progress=False)
+    assert (second.added, second.total) == (300, 1000)
+    third = collect(CollectConfig(out=out, steps=900, chunk_length=128), progress=False)
+    assert (third.added, third.total) == (0, 1000)
+    streams = stream_rows(Replay(out))
+    assert {s: len(r["obs"]) for s, r in streams.items()} == {0: 700, 1: 300}
+    # a rerun plays new episodes, not the same ones again
+    assert (streams[0]["obs"][:300] != streams[1]["obs"]).any(axis=(1, 2, 3)).mean() > 0.9
+
+
+def wmsim(*args, **kwargs):
+    command = [sys.executable, "-m", "wmsim", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_for_chunks(out, count, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunks = out / CHUNKS
+        if chunks.is_dir() and len([p for p in chunks.iterdir() if p.name[0] != "."]) >= count:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no chunks appeared")
+
+
+@pytest.mark.slow
+def test_a_killed_collector_loses_only_open_chunks_and_the_rerun_completes(tmp_path):
+    out = tmp_path / "replay"
+    args = ("collect", "--out", out, "--steps", 50_000, "--envs", 2, "--chunk-length", 64)
+    process = wmsim(*args, start_new_session=True)
+    wait_for_chunks(out, 6, process)
+    os.killpg(process.pid, signal.SIGKILL)  # the collector and its workers, mid-write
+    process.wait()
+    time.sleep(0.2)
+    replay = Replay(out)  # everything published stays readable
+    assert replay.num_steps >= 6 * 64 and replay.num_steps % 64 == 0
+    ends = {}
+    for chunk in sorted(replay.chunks, key=lambda c: (c.stream, c.position)):
+        assert chunk.position == ends.get(chunk.stream, 0)  # only a stream's tail can be lost
+        ends[chunk.stream] = chunk.position + chunk.length
+    for rows in stream_rows(replay).values():
+        check_stream_vocabulary(rows)
+    done = wmsim("collect", "--out", out, "--steps", replay.num_steps + 500, "--envs", 2)
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err.decode()
+    again = Replay(out)
+    assert again.num_steps == replay.num_steps + 500
+    assert not [p for p in (out / CHUNKS).iterdir() if p.name.startswith(".tmp")]
+    for rows in stream_rows(again).values():
+        check_stream_vocabulary(rows)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_what_was_played_and_says_how_to_continue(tmp_path):
+    out = tmp_path / "replay"
+    process = wmsim("collect", "--out", out, "--steps", 50_000, "--envs", 2, "--chunk-length", 64)
+    wait_for_chunks(out, 2, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    message = err.decode().strip().splitlines()[-1]
+    steps = Replay(out).num_steps
+    assert message == (
+        f"wmsim: interrupted; {out} holds {steps} steps, run the same command again to continue"
+    )
+    assert 2 * 64 <= steps < 50_000
+    assert "Traceback" not in err.decode()
