@@ -1,0 +1,157 @@
+"""The ``wmsim`` command line: one thin entry per command; the work lives in importable functions.
+
+Every error caused by the user's input (:class:`~wmsim.errors.UserError`) is
+printed as one line naming the problem and the fix, with a non-zero exit status
+and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from wmsim.errors import UserError
+
+USAGE = """usage: wmsim COMMAND [OPTIONS]
+
+commands:
+  collect       play the real game and store the steps in a replay directory
+  data info     summarise a replay directory: steps, episodes, returns, actions
+  bench NAME    run a benchmark from benchmarks/ (collect)
+
+Run `wmsim COMMAND --help` for a command's options.
+"""
+
+
+def _collect(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.collect.rollout import CollectConfig, collect
+    from wmsim.replay import Replay
+
+    config = tyro.cli(CollectConfig, prog="wmsim collect", args=argv)
+    try:
+        result = collect(config)
+    except KeyboardInterrupt:
+        steps = Replay(config.out).num_steps if config.out.is_dir() else 0
+        print(
+            f"wmsim: interrupted; {config.out} holds {steps} steps, "
+            "run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    if result.added == 0:
+        print(f"{config.out} already holds {result.total} steps; nothing to collect")
+    else:
+        rate = result.added / max(result.seconds, 1e-9)
+        print(
+            f"collected {result.added} steps ({result.episodes} episodes ended) "
+            f"in {result.seconds:.1f} s, {rate:.0f} steps/s; {config.out} holds {result.total}"
+        )
+    return 0
+
+
+@dataclass(frozen=True)
+class DataInfoConfig:
+    """Summarise a replay directory."""
+
+    path: Path
+    """The replay directory."""
+    json: bool = False
+    """Print the summary as JSON."""
+
+
+def _data_info(argv: list[str]) -> int:
+    import numpy as np
+    import tyro
+
+    from wmsim.replay import Replay
+    from wmsim.replay.summary import summarize
+
+    config = tyro.cli(
+        DataInfoConfig,
+        prog="wmsim data info",
+        args=argv,
+        config=(tyro.conf.PositionalRequiredArgs,),
+    )
+    replay = Replay(config.path)
+    summary = summarize(replay)
+    if config.json:
+        print(json.dumps({"path": str(config.path), "env": replay.env, **asdict(summary)}))
+        return 0
+    env = replay.env
+    noops = f"1-{env['noop_max']} no-ops" if env["noop_max"] else "no no-ops"
+    returns = np.array(summary.returns) if summary.returns else np.zeros(1)
+    lengths = np.array(summary.lengths) if summary.lengths else np.zeros(1)
+    taken = max(sum(summary.action_counts.values()), 1)
+    actions = "  ".join(
+        f"{name} {count} ({100 * count / taken:.1f}%)"
+        for name, count in summary.action_counts.items()
+    )
+    print(
+        f"replay    {config.path}\n"
+        f"game      {env['game']}: {env['size']}x{env['size']} RGB, frame skip {env['frame_skip']}"
+        f" (max of last 2), sticky actions p={env['sticky_action_prob']}, {noops},"
+        f" cap {env['max_frames']} frames\n"
+        f"steps     {summary.steps} in {summary.chunks} chunks, {summary.streams} streams\n"
+        f"episodes  {len(summary.returns)} complete ({summary.terminal} game over,"
+        f" {len(summary.returns) - summary.terminal} truncated), {summary.unfinished} unfinished\n"
+        f"returns   mean {returns.mean():.2f}  min {returns.min():.0f}  max {returns.max():.0f}"
+        f"  (complete episodes)\n"
+        f"lengths   mean {lengths.mean():.1f}  min {lengths.min():.0f}  max {lengths.max():.0f}"
+        f" steps\n"
+        f"lives     {summary.life_losses} lost\n"
+        f"actions   {actions}"
+    )
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    names = sorted(p.stem for p in folder.glob("*.py")) if folder.is_dir() else []
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: wmsim bench NAME [OPTIONS]\n\nbenchmarks: {', '.join(names) or 'none'}")
+        return 0
+    if not names:
+        raise UserError(
+            "benchmarks ship with the source checkout, not the installed package; "
+            "clone the repository and `pip install -e .` it"
+        )
+    if argv[0] not in names:
+        raise UserError(f"unknown benchmark {argv[0]!r}; choose one of: {', '.join(names)}")
+    return subprocess.call([sys.executable, str(folder / f"{argv[0]}.py"), *argv[1:]])
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "collect": _collect,
+    "data info": _data_info,
+    "bench": _bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command named by the first words of ``argv``; return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    for words in (2, 1):
+        name = " ".join(argv[:words])
+        if name in COMMANDS:
+            try:
+                return COMMANDS[name](argv[words:])
+            except UserError as error:
+                print(f"wmsim: error: {error}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("wmsim: interrupted", file=sys.stderr)
+                return 130
+    groups = {name.split()[0] for name in COMMANDS if " " in name}
+    asked = " ".join(argv[:2] if argv[0] in groups else argv[:1])
+    known = ", ".join(COMMANDS)
+    print(f"wmsim: error: unknown command {asked!r}; commands: {known}", file=sys.stderr)
+    return 2
