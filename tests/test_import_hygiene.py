@@ -1,0 +1,29 @@
+"""Dependency rules: light `import wmsim`; clients and server never import torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def modules_after(statement: str) -> set[str]:
+    code = f"{statement}\nimport sys\nprint(' '.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize("package", ["wmsim", "wmsim_client", "wmsim_server"])
+def test_no_torch(package):
+    assert "torch" not in modules_after(f"import {package}")
+
+
+def test_import_wmsim_is_light():
+    loaded = modules_after("import wmsim")
+    assert not loaded & {"torch", "ale_py", "cv2", "gymnasium", "tyro"}
+
+
+def test_collection_and_replay_need_no_torch():
+    loaded = modules_after("import wmsim.collect.rollout, wmsim.replay, wmsim.cli, wmsim.scores")
+    assert "torch" not in loaded
