@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from wmsim.collect.rollout import CollectConfig, collect
+
 
 def wmsim(*args, cwd=None):
     command = [sys.executable, "-m", "wmsim", *map(str, args)]
@@ -46,6 +48,16 @@ def test_collect_then_data_info(tmp_path):
     assert "game      Breakout: 64x64 RGB, frame skip 4" in info.stdout
     assert "steps     600 in 1 chunks, 1 streams" in info.stdout
     assert "actions   NOOP" in info.stdout and "LEFT" in info.stdout
+
+
+def test_data_info_of_a_replay_with_no_complete_chunk_yet(tmp_path):
+    out = tmp_path / "replay"
+    collect(CollectConfig(out=out, steps=1), progress=False)
+    shutil.rmtree(out / "chunks")  # as if the collector was killed before its first chunk
+    (out / "chunks").mkdir()
+    result = wmsim("data", "info", out)
+    assert result.returncode == 0, result.stderr
+    assert "steps     0 in 0 chunks" in result.stdout and "returns   none yet" in result.stdout
 
 
 def test_data_info_as_json(breakout_replay):

@@ -65,8 +65,14 @@ class DataInfoConfig:
     """Print the summary as JSON."""
 
 
+def _spread(values: list[float], mean_format: str, unit: str = "") -> str:
+    if not values:
+        return "none yet"
+    mean = sum(values) / len(values)
+    return f"mean {mean:{mean_format}}  min {min(values):.0f}  max {max(values):.0f}{unit}"
+
+
 def _data_info(argv: list[str]) -> int:
-    import numpy as np
     import tyro
 
     from wmsim.replay import Replay
@@ -85,8 +91,6 @@ def _data_info(argv: list[str]) -> int:
         return 0
     env = replay.env
     noops = f"1-{env['noop_max']} no-ops" if env["noop_max"] else "no no-ops"
-    returns = np.array(summary.returns) if summary.returns else np.zeros(1)
-    lengths = np.array(summary.lengths) if summary.lengths else np.zeros(1)
     taken = max(sum(summary.action_counts.values()), 1)
     actions = "  ".join(
         f"{name} {count} ({100 * count / taken:.1f}%)"
@@ -100,10 +104,8 @@ def _data_info(argv: list[str]) -> int:
         f"steps     {summary.steps} in {summary.chunks} chunks, {summary.streams} streams\n"
         f"episodes  {len(summary.returns)} complete ({summary.terminal} game over,"
         f" {len(summary.returns) - summary.terminal} truncated), {summary.unfinished} unfinished\n"
-        f"returns   mean {returns.mean():.2f}  min {returns.min():.0f}  max {returns.max():.0f}"
-        f"  (complete episodes)\n"
-        f"lengths   mean {lengths.mean():.1f}  min {lengths.min():.0f}  max {lengths.max():.0f}"
-        f" steps\n"
+        f"returns   {_spread(summary.returns, '.2f')}  (complete episodes)\n"
+        f"lengths   {_spread(summary.lengths, '.1f', ' steps')}\n"
         f"lives     {summary.life_losses} lost\n"
         f"actions   {actions}"
     )

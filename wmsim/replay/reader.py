@@ -71,6 +71,7 @@ class Replay:
         self.chunks: list[Chunk] = []
         self._loaded: set[str] = set()
         self._starts_cache: dict[int, np.ndarray] = {}
+        self._index()
         self.refresh()
 
     @property
