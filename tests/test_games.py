@@ -14,6 +14,15 @@ def test_the_26_games_map_to_rom_ids_and_back():
     assert rom_id("KungFuMaster") == "kung_fu_master"
 
 
+def test_every_rom_ale_py_ships_resolves_and_loads():
+    from ale_py import roms
+
+    for game in all_games():
+        assert roms.get_rom_path(rom_id(game)) is not None, game
+        assert resolve_game(rom_id(game)) == game
+    assert rom_id("TicTacToe3d") == "tic_tac_toe_3d"  # not a plain CamelCase split
+
+
 @pytest.mark.parametrize("spelling", ["Breakout", "breakout", "BREAKOUT", "break_out"])
 def test_resolve_accepts_any_case_and_snake_case(spelling):
     assert resolve_game(spelling) == "Breakout"

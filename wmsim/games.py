@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 
 from wmsim.errors import UserError
 
@@ -23,22 +22,27 @@ ATARI_100K: tuple[str, ...] = (
 """The 26 games of the Atari 100k benchmark (reference: seeds-and-protocol.md §1)."""
 
 
-def rom_id(game: str) -> str:
-    """Return ale-py's ROM id for a CamelCase game name (``MsPacman`` -> ``ms_pacman``)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
-
-
 def game_name(rom: str) -> str:
     """Return the CamelCase name for an ale-py ROM id (``up_n_down`` -> ``UpNDown``)."""
     return "".join(part.capitalize() for part in rom.split("_"))
 
 
 @functools.cache
-def all_games() -> tuple[str, ...]:
-    """Every game ale-py ships a ROM for, in CamelCase, sorted."""
+def _roms() -> dict[str, str]:
+    """CamelCase name -> ale-py ROM id, for every ROM ale-py ships."""
     from ale_py import roms  # imported here: `import wmsim` must stay light
 
-    return tuple(sorted(game_name(rom) for rom in roms.get_all_rom_ids()))
+    return {game_name(rom): rom for rom in roms.get_all_rom_ids()}
+
+
+def rom_id(game: str) -> str:
+    """Return ale-py's ROM id for a canonical game name (``MsPacman`` -> ``ms_pacman``)."""
+    return _roms()[game]
+
+
+def all_games() -> tuple[str, ...]:
+    """Every game ale-py ships a ROM for, in CamelCase, sorted."""
+    return tuple(sorted(_roms()))
 
 
 def _key(name: str) -> str:

@@ -53,6 +53,36 @@ def test_a_step_is_four_frames_and_the_frame_is_the_max_of_the_last_two():
     assert differs_from_last_frame > 50  # the max matters: the ball moves between frames
 
 
+def final_step_by_hand(env, action):
+    """Play ``action`` until the episode ends, from the state before the last step; its frames."""
+    frames = []
+    while not env.ale.game_over():
+        env.ale.act(env.ale.getMinimalActionSet()[action])
+        frames.append(env.ale.getScreenRGB())
+    return frames
+
+
+@pytest.mark.parametrize("cap", [None, 9, 10, 11, 12])
+def test_an_episode_ending_inside_a_step_shows_its_last_frames(cap):
+    # game over (Breakout ends on the first frame of a step) and the frame cap
+    # falling on each of the four frames: the max of the last two frames when
+    # the step played all four, else the final frame alone
+    config = AtariConfig(noop_max=0, max_frames=cap or 108_000)
+    env = AtariEnv(config)
+    env.reset(seed=2)
+    for action in random_actions(env, 5000) if cap is None else [3] * 5:  # LEFT: the paddle moves
+        state = env.ale.cloneState()
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated == (cap is None) and truncated == (cap is not None)
+    env.ale.restoreState(state)
+    frames = final_step_by_hand(env, action)
+    assert len(frames) == ((cap - 1) % 4 + 1 if cap else 1)
+    final = np.maximum(frames[-2], frames[-1]) if len(frames) == 4 else frames[-1]
+    assert (obs == downsample(final, 64)).all()
+
+
 def weakest_trace(resize, height, width):
     """The faintest a white height x width sprite gets after resizing, over all offsets."""
     weakest = 255
@@ -163,6 +193,8 @@ def test_gymnasium_check_env():
         (AtariConfig(sticky_action_prob=1.5), "sticky_action_prob must be in"),
         (AtariConfig(noop_max=-1), "noop_max must be 0 or more"),
         (AtariConfig(frame_skip=0), "frame_skip must be at least 1"),
+        (AtariConfig(max_frames=30), r"max_frames \(30\) must exceed noop_max \+ frame_skip"),
+        (AtariConfig(size=4096), "size must be at most 210"),
     ],
 )
 def test_bad_settings_are_named(config, message):

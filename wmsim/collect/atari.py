@@ -61,8 +61,13 @@ def checked(config: AtariConfig) -> AtariConfig:
         raise UserError(f"sticky_action_prob must be in [0, 1], got {config.sticky_action_prob}")
     if config.noop_max < 0:
         raise UserError(f"noop_max must be 0 or more, got {config.noop_max}")
-    if config.max_frames < 1:
-        raise UserError(f"max_frames must be at least 1, got {config.max_frames}")
+    if config.max_frames <= config.noop_max + config.frame_skip:
+        raise UserError(
+            f"max_frames ({config.max_frames}) must exceed noop_max + frame_skip "
+            f"({config.noop_max + config.frame_skip}), or episodes end before they start"
+        )
+    if config.size > 210:
+        raise UserError(f"size must be at most 210 (the screen's height), got {config.size}")
     return dataclasses.replace(config, game=resolve_game(config.game))
 
 
@@ -114,6 +119,7 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
         height, width = self.ale.getScreenDims()
         self._screens = np.zeros((2, height, width, 3), np.uint8)  # the last two frames
+        self._newest = 0  # which of the two holds the last frame
         self._frame = np.zeros((height, width, 3), np.uint8)  # their pixel-wise max
         self._lives = self.ale.lives()
 
@@ -123,21 +129,25 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.ale.loadROM(roms.get_rom_path(rom_id(self.config.game)))
 
     def _advance(self, action: ale_py.Action, frames: int) -> float:
-        """Play ``frames`` frames of ``action``, keeping the last two screens; stop at game over."""
-        reward = 0.0
-        first_kept = frames - 2
+        """Play ``frames`` frames of ``action``, keeping the last two screens; stop at game over.
+
+        When the game ends before the last frame, or fewer than two frames are
+        played, the observation is the final frame alone.
+        """
+        reward, kept = 0.0, 0
         for i in range(frames):
             reward += self.ale.act(action)
-            if self.ale.game_over():
+            over = self.ale.game_over()
+            if over or i >= frames - 2:
+                self._newest ^= 1  # the two slots alternate, so no frame is copied
+                self.ale.getScreenRGB(self._screens[self._newest])
+                kept += 1
+            if over:
                 break
-            if i >= first_kept:
-                self.ale.getScreenRGB(self._screens[i - first_kept])
-        else:
-            if frames >= 2:
-                return reward
-        # Fewer than two frames were kept: the observation is the last frame alone.
-        self.ale.getScreenRGB(self._screens[1])
-        self._screens[0] = self._screens[1]
+        if kept == 0:
+            self.ale.getScreenRGB(self._screens[self._newest])
+        if kept < 2:
+            self._screens[self._newest ^ 1] = self._screens[self._newest]
         return reward
 
     def _observation(self) -> np.ndarray:
@@ -158,13 +168,15 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if seed is not None:
             self._load_rom(int(self.np_random.integers(2**31)))
-        while True:
+        noop_max = self.config.noop_max
+        for _ in range(100):  # a game lost within the no-ops starts over
             self.ale.reset_game()
-            noop_max = self.config.noop_max
             noops = int(self.np_random.integers(1, noop_max + 1)) if noop_max else 0
             self._advance(ale_py.Action.NOOP, noops)
             if not self.ale.game_over():
                 break
+        else:
+            raise RuntimeError(f"{self.config.game} ends during every no-op start; lower noop_max")
         self._lives = self.ale.lives()
         return self._observation(), self._info(life_loss=False)
 
