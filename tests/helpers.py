@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,3 +40,26 @@ def write_synthetic(directory: Path, episodes_per_stream: list[list[int]], chunk
                         writer.add(synthetic_row(stream, t, k == 0, k == length))
                         t += 1
     return streams
+
+
+class FakeTask:
+    """A picklable stand-in for a collection task: fails, ends at once, or plays until stopped."""
+
+    def __init__(self, out: Path, behaviour: str):
+        self.config = SimpleNamespace(out=out)
+        self.behaviour = behaviour
+
+    def run(self, report):
+        import time
+
+        from wmsim.errors import UserError
+
+        if self.behaviour == "fail":
+            raise ValueError("this task fails")
+        if self.behaviour == "user error":
+            raise UserError("bad input, said once")
+        rows, limit = 0, {"slow": 6000, "short": 100}.get(self.behaviour, 0)
+        while rows < limit and report(rows):
+            time.sleep(0.005)
+            rows += 1
+        return rows

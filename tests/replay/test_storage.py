@@ -8,7 +8,7 @@ from helpers import SYNTHETIC_ENV, synthetic_row, write_synthetic
 from wmsim.errors import UserError
 from wmsim.replay import Replay
 from wmsim.replay.format import CHUNKS, make_manifest
-from wmsim.replay.writer import ReplayLock, ReplayWriter
+from wmsim.replay.writer import ReplayLock, ReplayWriter, acquire
 
 # stream A: episodes of 10 and 25 steps (37 rows); stream B: one of 40 steps (41 rows)
 EPISODES = [[10, 25], [40]]
@@ -26,10 +26,10 @@ def test_round_trip_in_chunks(tmp_path):
     assert replay.num_steps == 37 + 41
     assert len(replay.chunks) == 5 + 6  # ceil(37 / 8) + ceil(41 / 8)
     assert sorted({c.stream for c in replay.chunks}) == streams
-    assert isinstance(replay.chunks[0].arrays["obs"], np.memmap)  # frames stay on disk
+    assert isinstance(replay.frames(0), np.memmap)  # frames stay on disk
     assert replay.env == SYNTHETIC_ENV
-    for chunk in replay.chunks:
-        stream, t = decode(chunk.arrays["obs"])
+    for i, chunk in enumerate(replay.chunks):
+        stream, t = decode(replay.frames(i))
         assert (stream == chunk.stream).all()
         assert (t == np.arange(chunk.position, chunk.position + chunk.length)).all()
 
@@ -151,3 +151,58 @@ def test_flush_makes_partial_chunks_visible(tmp_path):
         writer.flush()
         assert Replay(tmp_path).num_steps == 7
         writer.close()
+
+
+def test_any_number_of_chunks_within_the_open_file_limit(tmp_path):
+    write_synthetic(tmp_path, [[299]], chunk_length=1)  # 300 chunks
+    replay = Replay(tmp_path, max_open=8)
+    batch = replay.gather(replay.window_starts(50), 50)
+    for b in range(len(batch["obs"])):
+        assert (decode(batch["obs"][b])[1] == np.arange(b, b + 50)).all()
+    assert len(replay._open) <= 8
+
+
+def test_overlapping_chunks_of_one_stream_are_refused(tmp_path):
+    write_synthetic(tmp_path, EPISODES, chunk_length=8)
+    chunks = sorted((tmp_path / CHUNKS).iterdir())
+    shutil.copytree(chunks[1], tmp_path / CHUNKS / f"99999999{chunks[1].name[8:]}")
+    with pytest.raises(UserError, match="overlapping chunks of stream 0"):
+        Replay(tmp_path)
+
+
+def test_a_run_that_died_before_its_manifest_leaves_a_usable_directory(tmp_path):
+    (tmp_path / CHUNKS).mkdir()
+    (tmp_path / ".writer.lock").touch()
+    manifest = make_manifest(SYNTHETIC_ENV, ["NOOP"])
+    ReplayLock(tmp_path, manifest).release()
+    assert Replay(tmp_path).num_steps == 0
+
+
+def test_the_manifest_is_written_by_the_run_that_holds_the_lock(tmp_path):
+    holder = acquire(tmp_path, exclusive=True)  # another run, about to write its manifest
+    with pytest.raises(UserError, match="another process is writing"):
+        ReplayLock(tmp_path, make_manifest(SYNTHETIC_ENV, ["NOOP"]))
+    assert not (tmp_path / "wmsim-replay.json").exists()
+    holder.close()
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"kind": "wmsim-replay", "format": 1}', "{"])
+def test_damaged_manifests_are_named(tmp_path, text):
+    (tmp_path / "wmsim-replay.json").write_text(text)
+    with pytest.raises(UserError, match="wmsim-replay.json"):
+        Replay(tmp_path)
+
+
+def test_unwritable_places_are_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write a replay to .*: Not a directory"):
+        ReplayLock(tmp_path / "file" / "replay", make_manifest(SYNTHETIC_ENV, ["NOOP"]))
+
+
+def test_windows_must_start_inside_the_replay(tmp_path):
+    write_synthetic(tmp_path, EPISODES, chunk_length=8)
+    replay = Replay(tmp_path)
+    with pytest.raises(ValueError, match="must lie in"):
+        replay.gather(np.array([-1]), 4)
+    with pytest.raises(ValueError, match="runs past the end of its stream"):
+        replay.gather(np.array([36]), 4)

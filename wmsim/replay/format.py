@@ -100,13 +100,22 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is damaged ({error}); the replay cannot be read") from error
-    if manifest.get("kind") != "wmsim-replay" or manifest.get("format") != FORMAT_VERSION:
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({error}); the replay is damaged") from error
+    if not isinstance(manifest, dict) or manifest.get("kind") != "wmsim-replay":
+        raise UserError(f"{path} is not a wmsim replay manifest; the replay is damaged")
+    if manifest.get("format") != FORMAT_VERSION:
         raise UserError(
             f"{directory} holds replay format {manifest.get('format')!r}, "
             f"this wmsim reads format {FORMAT_VERSION}"
         )
+    try:
+        fields = manifest_fields(manifest)
+        if "obs" not in fields or not isinstance(manifest["env"], dict):
+            raise ValueError("no obs field or no env")
+        list(manifest["action_meanings"])
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise UserError(f"{path} is incomplete ({error!r}); the replay is damaged") from error
     return manifest
 
 

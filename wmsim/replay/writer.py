@@ -61,6 +61,19 @@ def _complete_chunks(chunks: Path) -> list[tuple[int, int, int]]:
     return found
 
 
+def _holds_no_data(directory: Path) -> bool:
+    """True if ``directory`` holds nothing but what a replay run that died at start leaves."""
+    for entry in directory.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.name == CHUNKS and entry.is_dir():
+            if any(not e.name.startswith(".") for e in entry.iterdir()):
+                return False
+            continue
+        return False
+    return True
+
+
 class ReplayLock:
     """The right to add streams to a replay directory, held for one collection run.
 
@@ -71,21 +84,38 @@ class ReplayLock:
 
     Raises:
         UserError: ``directory`` is a file, holds something other than a
-            replay, holds a replay of other settings, or is in use.
+            replay, holds a replay of other settings, cannot be written, or is in use.
     """
 
     def __init__(self, directory: Path, manifest: dict[str, Any]):
         self.directory = directory = Path(directory)
-        if directory.is_file():
-            raise UserError(f"{directory} is a file; --out must be a directory")
-        if directory.is_dir() and any(directory.iterdir()):
-            _check_same_env(directory, read_manifest(directory), manifest)
-        else:
+        try:
+            if directory.exists() and not directory.is_dir():
+                raise UserError(f"{directory} is a file; --out must be a directory")
+            if directory.is_dir() and not (directory / MANIFEST).exists():
+                if not _holds_no_data(directory):
+                    read_manifest(directory)  # raises: it is something else
             directory.mkdir(parents=True, exist_ok=True)
-            (directory / CHUNKS).mkdir(exist_ok=True)
-            atomic_write_json(directory / MANIFEST, manifest)
-        self._file = acquire(directory, exclusive=True)
-        chunks = directory / CHUNKS
+            self._file = acquire(directory, exclusive=True)
+            try:
+                self._prepare(manifest)
+            except BaseException:
+                self._file.close()
+                raise
+        except OSError as error:
+            raise UserError(f"cannot write a replay to {directory}: {error.strerror}") from error
+
+    def _prepare(self, manifest: dict[str, Any]) -> None:
+        """Under the lock: write or check the manifest, clear what killed writers left."""
+        if (self.directory / MANIFEST).exists():
+            _check_same_env(self.directory, read_manifest(self.directory), manifest)
+        elif _holds_no_data(self.directory):
+            atomic_write_json(self.directory / MANIFEST, manifest)
+        else:
+            read_manifest(self.directory)  # raises: it is something else
+        chunks = self.directory / CHUNKS
+        if chunks.exists() and not chunks.is_dir():
+            raise UserError(f"{chunks} is a file; a replay keeps its chunks in that directory")
         chunks.mkdir(exist_ok=True)
         for entry in chunks.glob(".tmp-*"):
             shutil.rmtree(entry, ignore_errors=True)  # left by a writer that was killed
