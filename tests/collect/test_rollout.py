@@ -26,9 +26,12 @@ def test_the_one_conversion_from_gymnasium_end_flags():
 def stream_rows(replay):
     """Stream id -> its rows in order, as field -> array."""
     by_stream = {}
-    for chunk in sorted(replay.chunks, key=lambda c: (c.stream, c.position)):
-        rows = by_stream.setdefault(chunk.stream, {k: [] for k in chunk.arrays})
-        for name, array in chunk.arrays.items():
+    order = sorted(range(len(replay.chunks)), key=lambda i: replay.chunks[i].position)
+    for i in order:
+        chunk = replay.chunks[i]
+        arrays = {**chunk.fields, "obs": replay.frames(i)}
+        rows = by_stream.setdefault(chunk.stream, {k: [] for k in arrays})
+        for name, array in arrays.items():
             rows[name].append(np.asarray(array))
     return {s: {k: np.concatenate(v) for k, v in rows.items()} for s, rows in by_stream.items()}
 

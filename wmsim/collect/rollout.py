@@ -200,16 +200,22 @@ def collect(config: CollectConfig, *, progress: bool = True) -> CollectResult:
     if min(config.steps, config.envs, config.chunk_length) < 1 or config.seed < 0:
         raise UserError("--steps, --envs and --chunk-length must be positive, --seed non-negative")
     env_config = checked(config.env)
+    chunk_bytes = config.chunk_length * env_config.size**2 * 3
+    if chunk_bytes > 2**30:
+        raise UserError(
+            f"a chunk of {config.chunk_length} steps takes {chunk_bytes / 2**30:.1f} GiB of memory "
+            "per env; lower --chunk-length"
+        )
     probe = AtariEnv(env_config)
     manifest = make_manifest(dataclasses.asdict(env_config), probe.action_meanings)
     probe.close()
     with ReplayLock(config.out, manifest) as lock:
         have = Replay(config.out).num_steps
-        todo = config.steps - have
-        if todo <= 0:
+        missing = config.steps - have
+        if missing <= 0:
             return CollectResult(0, have, 0, 0.0)
-        k = min(config.envs, todo)
-        shares = [todo // k + (i < todo % k) for i in range(k)]
+        k = min(config.envs, missing)
+        shares = [missing // k + (i < missing % k) for i in range(k)]
         tasks = [
             StreamTask(config, env_config, s, n)
             for s, n in zip(lock.new_streams(k), shares, strict=True)

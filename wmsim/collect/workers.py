@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
+from wmsim.errors import UserError
 from wmsim.replay.writer import acquire
 
 
@@ -39,9 +40,13 @@ def _worker(task: Task, index: int, rows: Any, conn: Connection) -> None:
     try:
         lock = acquire(task.config.out, exclusive=False)
         try:
-            result = ("done", task.run(report))
+            # A parent that died before we held the lock may have a successor
+            # already: write nothing then.
+            result = ("stopped", None) if conn.poll() else ("done", task.run(report))
         finally:
             lock.close()
+    except UserError as error:
+        result = ("user error", str(error))
     except BaseException:
         result = ("error", traceback.format_exc())
     try:
@@ -55,6 +60,9 @@ def run_in_processes(
 ) -> list[Any]:
     """Run each task in its own process; return their results in order.
 
+    When one worker fails, or on Ctrl-C, every other worker is asked to stop
+    and saves what it has played before this returns.
+
     Args:
         tasks: the work, one process each.
         progress: called a few times a second with the total rows reported.
@@ -62,6 +70,7 @@ def run_in_processes(
             process that already runs torch threads.
 
     Raises:
+        UserError: a worker met bad input (an unusable replay directory, say).
         RuntimeError: a worker failed; its traceback is in the message.
         KeyboardInterrupt: after every worker has stopped and saved its work.
     """
@@ -74,29 +83,42 @@ def run_in_processes(
         process.start()
         child.close()
         workers.append((process, parent))
-    results: dict[int, Any] = {}
-    interrupted = False
+    results: dict[int, tuple[str, Any]] = {}
+    interrupted = stopping = False
     try:
         while len(results) < len(workers):
             try:
                 _collect_replies(workers, results, timeout=0.25)
+                progress(sum(rows))
             except KeyboardInterrupt:
                 interrupted = True
-                for _, conn in workers:
-                    conn.send("stop")
-            progress(sum(rows))
+            if (interrupted or any(r[0] != "done" for r in results.values())) and not stopping:
+                stopping = True
+                _ask_to_stop(workers, results)
     finally:
         for process, conn in workers:
-            process.join(timeout=10)
+            process.join(timeout=30)
             if process.is_alive():
                 process.kill()
             conn.close()
-    failures = [r[1] for r in results.values() if r[0] == "error"]
-    if failures:
-        raise RuntimeError("a collection worker failed:\n" + "\n".join(failures))
+    for kind in ("user error", "error"):
+        failures = [r[1] for r in results.values() if r[0] == kind]
+        if failures and kind == "user error":
+            raise UserError(failures[0])
+        if failures:
+            raise RuntimeError("a collection worker failed:\n" + "\n".join(failures))
     if interrupted:
         raise KeyboardInterrupt
     return [results[i][1] for i in range(len(workers))]
+
+
+def _ask_to_stop(workers: list, results: dict[int, Any]) -> None:
+    for i, (_, conn) in enumerate(workers):
+        if i not in results:
+            try:
+                conn.send("stop")
+            except OSError:
+                pass  # it has just finished, or died: its reply says which
 
 
 def _collect_replies(workers: list, results: dict[int, Any], timeout: float) -> None:
