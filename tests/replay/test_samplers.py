@@ -29,15 +29,15 @@ def test_every_window_lies_inside_one_stream(replay, name):
     valid = set(replay.window_starts(16).tolist())
     for _ in range(50):
         for starts in (
-            sampler.train_starts(replay, 8, 16, rng),
-            sampler.imagination_starts(replay, 8, 16, rng),
+            sampler.train_starts(replay.window_starts(16), 8, rng),
+            sampler.imagination_starts(replay.window_starts(16), 8, rng),
         ):
             assert set(starts.tolist()) <= valid
             assert windows_are_whole(replay, starts, 16)
 
 
 def test_uniform_reaches_every_start(replay):
-    starts = UniformSampler().train_starts(replay, 5000, 16, np.random.default_rng(0))
+    starts = UniformSampler().train_starts(replay.window_starts(16), 5000, np.random.default_rng(0))
     assert set(starts.tolist()) == set(replay.window_starts(16).tolist())
 
 
@@ -52,13 +52,13 @@ def test_sample_returns_batch_major_windows(replay):
 def test_dfs_counts_each_draw_once_and_never_twice_in_a_batch(replay):
     sampler, rng = DFSSampler(), np.random.default_rng(0)
     for _ in range(30):
-        starts = sampler.train_starts(replay, 10, 16, rng)
+        starts = sampler.train_starts(replay.window_starts(16), 10, rng)
         assert len(set(starts.tolist())) == 10  # without replacement
     assert sampler.train_counts.sum() == 300
     valid = replay.window_starts(16)
     assert sampler.train_counts[valid].sum() == 300  # counted at the window's start only
     assert sampler.imagine_counts.sum() == 0
-    sampler.imagination_starts(replay, 4, 16, rng)
+    sampler.imagination_starts(replay.window_starts(16), 4, rng)
     assert sampler.imagine_counts.sum() == 4
 
 
@@ -67,8 +67,8 @@ def test_dfs_spreads_training_evenly(replay):
     dfs, uniform, rng = DFSSampler(tau=1.0), UniformSampler(), np.random.default_rng(0)
     counts = np.zeros(replay.num_steps, int)
     for _ in range(40):
-        dfs.train_starts(replay, 4, 16, rng)
-        np.add.at(counts, uniform.train_starts(replay, 4, 16, rng), 1)
+        dfs.train_starts(replay.window_starts(16), 4, rng)
+        np.add.at(counts, uniform.train_starts(replay.window_starts(16), 4, rng), 1)
     valid = replay.window_starts(16)
     assert dfs.train_counts[valid].std() < 0.7 * counts[valid].std()
 
@@ -83,7 +83,7 @@ def test_dfs_training_probabilities_follow_exp_of_minus_count_over_tau(replay):
     rng, hits = np.random.default_rng(0), np.zeros(3)
     for _ in range(6000):
         sampler.load_state_dict(state)
-        (start,) = sampler.train_starts(replay, 1, 16, rng)
+        (start,) = sampler.train_starts(replay.window_starts(16), 1, rng)
         hits[list(valid[:3]).index(start)] += 1
     expected = np.exp([0.0, -1.0, -2.0]) / np.exp([0.0, -1.0, -2.0]).sum()
     np.testing.assert_allclose(hits / hits.sum(), expected, atol=0.02)
@@ -101,7 +101,7 @@ def test_dfs_imagination_score(replay):
     # alpha 2, beta 0.5: scores 4-0-2 = 2, 4-8-0 = -4, 9-4-3.5 = 1.5, 0
     sampler = DFSSampler(imagine_tau=1e-3, imagine_scale=2.0, alpha=2.0, beta=0.5)
     sampler.load_state_dict({"train_counts": n, "imagine_counts": m})
-    top = sampler.imagination_starts(replay, 3, 16, np.random.default_rng(0))
+    top = sampler.imagination_starts(replay.window_starts(16), 3, np.random.default_rng(0))
     assert set(top.tolist()) == {valid[0], valid[2], valid[3]}
     assert (sampler.imagine_counts[top] == m[top] + 1).all()
 
@@ -121,31 +121,38 @@ def test_gumbel_top_k_draws_without_replacement_with_the_right_odds():
 
 def test_state_dict_resumes_the_same_draws(replay):
     a = DFSSampler()
-    a.train_starts(replay, 8, 16, np.random.default_rng(1))
+    a.train_starts(replay.window_starts(16), 8, np.random.default_rng(1))
     b = DFSSampler()
     b.load_state_dict(a.state_dict())
     rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
     for _ in range(5):
-        assert (a.train_starts(replay, 8, 16, rng_a) == b.train_starts(replay, 8, 16, rng_b)).all()
-        imagine_a = a.imagination_starts(replay, 4, 16, rng_a)
-        assert (imagine_a == b.imagination_starts(replay, 4, 16, rng_b)).all()
+        assert (
+            a.train_starts(replay.window_starts(16), 8, rng_a)
+            == b.train_starts(replay.window_starts(16), 8, rng_b)
+        ).all()
+        imagine_a = a.imagination_starts(replay.window_starts(16), 4, rng_a)
+        assert (imagine_a == b.imagination_starts(replay.window_starts(16), 4, rng_b)).all()
 
 
 def test_clear_errors_when_the_replay_is_too_small(replay):
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="no window of 100 consecutive steps"):
-        UniformSampler().train_starts(replay, 1, 100, rng)
+        replay.sample(1, 100, rng)
+    with pytest.raises(ValueError, match="no window to sample"):
+        UniformSampler().train_starts(replay.window_starts(100), 1, rng)
     with pytest.raises(ValueError, match="cannot draw 100 distinct windows"):
-        DFSSampler().train_starts(replay, 100, 30, rng)
+        DFSSampler().train_starts(replay.window_starts(30), 100, rng)
 
 
 def test_counts_grow_with_the_replay(tmp_path):
     write_synthetic(tmp_path, [[20]], chunk_length=8)
     replay, sampler = Replay(tmp_path), DFSSampler()
-    sampler.train_starts(replay, 2, 8, np.random.default_rng(0))
-    assert len(sampler.train_counts) == 21
+    sampler.train_starts(replay.window_starts(8), 2, np.random.default_rng(0))
+    assert len(sampler.train_counts) == replay.window_starts(8).max() + 1
+    first = sampler.train_counts.copy()
     write_synthetic(tmp_path, [[30]], chunk_length=8)
     replay.refresh()
-    sampler.train_starts(replay, 2, 8, np.random.default_rng(0))
-    assert len(sampler.train_counts) == 21 + 31
+    sampler.train_starts(replay.window_starts(8), 2, np.random.default_rng(0))
+    assert len(sampler.train_counts) == replay.window_starts(8).max() + 1 > len(first)
+    assert (sampler.train_counts[: len(first)] >= first).all()
     assert sampler.train_counts.sum() == 4

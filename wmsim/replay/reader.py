@@ -156,7 +156,6 @@ class Replay:
         """Group chunks into segments: maximal runs of one stream with no gap between them."""
         self._offsets = np.array([c.offset for c in self.chunks], np.int64)
         self._segment_of = [0] * len(self.chunks)
-        self._segment_start = [0] * len(self.chunks)  # chunk's first row within its segment
         self._segments: list[list[int]] = []
         by_stream: dict[int, list[int]] = {}
         for i, c in enumerate(self.chunks):
@@ -173,11 +172,9 @@ class Replay:
                     )
                 if c.position != end:
                     self._segments.append([])
-                    row = 0
-                self._segment_of[i], self._segment_start[i] = len(self._segments) - 1, row
+                self._segment_of[i] = len(self._segments) - 1
                 self._segments[-1].append(i)
-                row, end = row + c.length, c.position + c.length
-        self._segment_length = [sum(self.chunks[j].length for j in s) for s in self._segments]
+                end = c.position + c.length
         self._starts_cache.clear()
 
     def runs(self, names: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
@@ -190,21 +187,28 @@ class Replay:
             for s in self._segments
         ]
 
+    def segment_rows(self) -> list[np.ndarray]:
+        """Global indices of the rows of each contiguous run of a stream, in order."""
+        return [
+            np.concatenate(
+                [np.arange(c.offset, c.offset + c.length) for c in map(self.chunks.__getitem__, s)]
+            )
+            for s in self._segments
+        ]
+
     def window_starts(self, length: int) -> np.ndarray:
         """Global indices of every step that starts a full window of ``length`` steps."""
         if length not in self._starts_cache:
-            ranges = []
-            for i, c in enumerate(self.chunks):
-                room = self._segment_length[self._segment_of[i]] - self._segment_start[i]
-                count = min(c.length, room - length + 1)
-                if count > 0:
-                    ranges.append(np.arange(c.offset, c.offset + count))
-            starts = np.concatenate(ranges) if ranges else np.zeros(0, np.int64)
-            self._starts_cache[length] = starts
+            starts = [rows[: max(0, len(rows) - length + 1)] for rows in self.segment_rows()]
+            self._starts_cache[length] = np.concatenate([np.zeros(0, np.int64), *starts])
         return self._starts_cache[length]
 
-    def gather(self, starts: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    def gather(
+        self, starts: np.ndarray, length: int, fields: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
         """Read the windows of ``length`` steps that begin at global indices ``starts``.
+
+        ``fields`` limits what is read (all by default; leave out ``obs`` to read no frames).
 
         Returns:
             field name -> (B, T, ...) array, B = len(starts), T = length.
@@ -216,6 +220,7 @@ class Replay:
         out = {
             name: np.empty((len(starts), length, *shape), dtype)
             for name, (dtype, shape) in self.fields.items()
+            if fields is None or name in fields
         }
         if len(starts) and (starts.min() < 0 or starts.max() >= self.num_steps):
             raise ValueError(f"window starts must lie in [0, {self.num_steps})")
@@ -229,8 +234,8 @@ class Replay:
                     raise ValueError(f"window at step {start} runs past the end of its stream")
                 chunk = self.chunks[segment[k]]
                 take = min(length - filled, chunk.length - row)
-                out["obs"][b, filled : filled + take] = self.frames(segment[k])[row : row + take]
-                for name, array in chunk.fields.items():
+                for name in out:
+                    array = self.frames(segment[k]) if name == "obs" else chunk.fields[name]
                     out[name][b, filled : filled + take] = array[row : row + take]
                 filled, row, k = filled + take, 0, k + 1
         return out
@@ -251,5 +256,11 @@ class Replay:
         """
         from wmsim.replay.samplers import UniformSampler
 
+        candidates = self.window_starts(length)
+        if len(candidates) == 0:
+            raise ValueError(
+                f"the replay has no window of {length} consecutive steps yet "
+                f"({self.num_steps} steps in all); collect more or sample shorter windows"
+            )
         sampler = sampler or UniformSampler()
-        return self.gather(sampler.train_starts(self, batch, length, rng), length)
+        return self.gather(sampler.train_starts(candidates, batch, rng), length)

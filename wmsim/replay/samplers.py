@@ -1,7 +1,8 @@
 """How windows are drawn from a replay: uniformly, or by DRAMA's dynamic frequency-based sampling.
 
-A sampler picks the global indices of window starts among a replay's valid
-starts (:meth:`Replay.window_starts`). It has two methods, one per consumer:
+A sampler picks window starts among candidates: global step indices, such as
+:meth:`Replay.window_starts` or the training part of it. It has two methods,
+one per consumer:
 ``train_starts`` for world-model training batches and ``imagination_starts``
 for the real contexts that imagination starts from. Samplers are chosen by
 name from :data:`SAMPLERS`.
@@ -10,27 +11,24 @@ name from :data:`SAMPLERS`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from wmsim.replay.reader import Replay
 
 
 class Sampler(Protocol):
     """Chooses window starts; may keep counts, saved with training checkpoints."""
 
     def train_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
-        """Global indices of ``batch`` window starts for a world-model batch."""
+        """``batch`` of the ``candidates`` (global indices) to start world-model windows at."""
         ...
 
     def imagination_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
-        """Global indices of ``batch`` window starts for imagination contexts."""
+        """``batch`` of the ``candidates`` to start imagination contexts at."""
         ...
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -42,14 +40,10 @@ class Sampler(Protocol):
         ...
 
 
-def _candidates(replay: Replay, length: int) -> np.ndarray:
-    starts = replay.window_starts(length)
-    if len(starts) == 0:
-        raise ValueError(
-            f"the replay has no window of {length} consecutive steps yet "
-            f"({replay.num_steps} steps in all); collect more or sample shorter windows"
-        )
-    return starts
+def _check(candidates: np.ndarray) -> np.ndarray:
+    if len(candidates) == 0:
+        raise ValueError("no window to sample: collect more data or sample shorter windows")
+    return np.asarray(candidates, np.int64)
 
 
 def _without_replacement(logits: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,17 +62,17 @@ class UniformSampler:
     """Every valid start equally likely, with replacement."""
 
     def train_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Uniform window starts for a world-model batch."""
-        starts = _candidates(replay, length)
-        return starts[rng.integers(len(starts), size=batch)]
+        candidates = _check(candidates)
+        return candidates[rng.integers(len(candidates), size=batch)]
 
     def imagination_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Uniform window starts for imagination contexts."""
-        return self.train_starts(replay, batch, length, rng)
+        return self.train_starts(candidates, batch, rng)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Nothing: uniform sampling keeps no counts."""
@@ -126,21 +120,21 @@ class DFSSampler:
                 )
 
     def train_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Window starts for a world-model batch, favouring rarely trained steps."""
-        starts = _candidates(replay, length)
-        self._grow(replay.num_steps)
+        starts = _check(candidates)
+        self._grow(int(starts.max()) + 1)
         chosen = starts[_without_replacement(-self.train_counts[starts] / self.tau, batch, rng)]
         self.train_counts[chosen] += 1
         return chosen
 
     def imagination_starts(
-        self, replay: Replay, batch: int, length: int, rng: np.random.Generator
+        self, candidates: np.ndarray, batch: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Window starts for imagination, favouring steps trained on more than imagined from."""
-        starts = _candidates(replay, length)
-        self._grow(replay.num_steps)
+        starts = _check(candidates)
+        self._grow(int(starts.max()) + 1)
         n = self.train_counts[starts].astype(np.float64)
         m = self.imagine_counts[starts] / self.imagine_scale
         score = n - self.alpha * m - self.beta * np.maximum(0.0, n - m)
