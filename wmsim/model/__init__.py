@@ -1,0 +1,37 @@
+"""World models: encoders, sequence backbones, heads, decoders.
+
+This package knows nothing of replay, training, export or serving
+(``tests/test_import_hygiene.py``). World models are chosen by config type:
+:class:`LatentWorldModelConfig` (one latent per frame, any backbone) or
+:class:`RSSMConfig` (DreamerV2's RSSM).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from wmsim.model.rssm import RSSMConfig, RSSMWorldModel
+from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
+
+WorldModelConfig = LatentWorldModelConfig | RSSMConfig
+"""Any world model's config; the type selects the model."""
+
+WORLD_MODELS: dict[type, type[nn.Module]] = {
+    LatentWorldModelConfig: LatentWorldModel,
+    RSSMConfig: RSSMWorldModel,
+}
+
+
+def make_world_model(config: WorldModelConfig, num_actions: int, **factory) -> nn.Module:
+    """Build the world model that ``config``'s type names."""
+    return WORLD_MODELS[type(config)](config, num_actions, **factory)
+
+
+__all__ = [
+    "LatentWorldModel",
+    "LatentWorldModelConfig",
+    "RSSMConfig",
+    "RSSMWorldModel",
+    "WorldModelConfig",
+    "make_world_model",
+]

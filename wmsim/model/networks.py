@@ -1,0 +1,112 @@
+"""Building blocks shared by the world models: a conv encoder and decoder for 64x64 RGB, MLP heads.
+
+The conv pair follows STORM (Zhang et al. 2023): four 4x4 stride-2 convolutions
+with BatchNorm and ReLU, channels depth x (1, 2, 4, 8), 64 -> 4 pixels, and the
+mirror image with transposed convolutions. DreamerV2's variant is the same
+shape with ELU and no normalization (set by its preset).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+
+
+class ConvEncoder(nn.Module):
+    """Frames (N, 3, 64, 64) in [0, 1] -> embeddings (N, 16 * 8 * depth)."""
+
+    def __init__(self, depth: int, *, norm: bool, activation: str, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        layers: list[nn.Module] = []
+        channels = [3, depth, 2 * depth, 4 * depth, 8 * depth]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm, **kw))
+            if norm:
+                layers.append(nn.BatchNorm2d(c_out, **kw))
+            layers.append(ACTIVATIONS[activation]())
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.output_dim = 16 * 8 * depth
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """(N, 3, 64, 64) -> (N, output_dim)."""
+        return self.net(frames)
+
+
+class ConvDecoder(nn.Module):
+    """Vectors (N, input_dim) -> frames (N, 3, 64, 64); targets are in [0, 1].
+
+    With ``sigmoid`` (DRAMA) the output is squashed into [0, 1], so black
+    backgrounds and saturated colours are reached exactly; without (STORM) it
+    is unbounded.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        depth: int,
+        *,
+        norm: bool,
+        activation: str,
+        sigmoid: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        act = ACTIVATIONS[activation]
+        stem: list[nn.Module] = [nn.Linear(input_dim, 8 * depth * 16, bias=not norm, **kw)]
+        stem += [nn.BatchNorm1d(8 * depth * 16, **kw)] if norm else []
+        layers: list[nn.Module] = [*stem, act(), nn.Unflatten(1, (8 * depth, 4, 4))]
+        channels = [8 * depth, 4 * depth, 2 * depth, depth]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=not norm, **kw))
+            if norm:
+                layers.append(nn.BatchNorm2d(c_out, **kw))
+            layers.append(act())
+        layers.append(nn.ConvTranspose2d(depth, 3, 4, 2, 1, **kw))
+        if sigmoid:
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, input_dim) -> (N, 3, 64, 64)."""
+        return self.net(x)
+
+
+class MLPHead(nn.Module):
+    """layers x [Linear, LayerNorm, activation], then a linear output, zero-initialized.
+
+    A zero output layer starts reward and value heads at exactly 0 (DreamerV3),
+    rather than at a random scalar the model must first unlearn.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        *,
+        width: int,
+        layers: int,
+        activation: str,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        body: list[nn.Module] = []
+        for i in range(layers):
+            body += [
+                nn.Linear(input_dim if i == 0 else width, width, bias=False, **kw),
+                nn.LayerNorm(width, **kw),
+                ACTIVATIONS[activation](),
+            ]
+        self.body = nn.Sequential(*body)
+        self.out = nn.Linear(width if layers else input_dim, output_dim, **kw)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., input_dim) -> (..., output_dim)."""
+        return self.out(self.body(x))

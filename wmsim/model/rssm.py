@@ -1,0 +1,226 @@
+"""DreamerV2's world model: the RSSM with discrete latents and KL balancing.
+
+Reference: Hafner et al., "Mastering Atari with Discrete World Models" (ICLR
+2021); seeds-and-protocol.md §4.1-4.2. Per step, with resets at episode starts:
+
+    h_t = GRU(ELU(W [z_t-1; a_t-1]), h_t-1)      LayerNorm GRU, update bias -1
+    p(z_t | h_t)        prior: ELU MLP on h_t
+    q(z_t | h_t, e_t)   posterior: ELU MLP on [h_t; embed(x_t)]
+    heads on [h_t; z_t]: frame x_t, reward r_t, continue c_t
+
+Unlike the latent-per-frame models, the posterior depends on h_t, so training
+runs the recurrence step by step. The KL is balanced: the prior is pulled
+towards the posterior four times as hard as the posterior towards the prior
+(alpha 0.8), which DreamerV3 later split into its dynamics and
+representation terms. Rewards use the shared symlog two-hot head instead of
+DreamerV2's unit Gaussian on tanh-clipped rewards, so all models predict raw
+Atari rewards the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wmsim.model.backbones.gru import LayerNormGRUCell
+from wmsim.model.distributions import TwoHot, categorical_kl, sample_one_hot, unimix
+from wmsim.model.networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPHead
+from wmsim.model.world_model import frames_to_input
+
+State = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    """DreamerV2's Atari world model by default."""
+
+    deter: int = 600
+    """Size of the deterministic state h."""
+    hidden: int = 600
+    """Width of the layers around the GRU."""
+    stoch: int = 32
+    """Categorical variables per latent."""
+    classes: int = 32
+    """Classes per categorical variable."""
+    unimix: float = 0.0
+    """Uniform mixture on the latent distributions (DreamerV2: none)."""
+    depth: int = 48
+    """Channels of the first conv layer."""
+    norm: bool = False
+    """BatchNorm in the encoder and decoder (DreamerV2: none)."""
+    activation: str = "elu"
+    """Activation of convs, heads and the layers around the GRU."""
+    head_width: int = 400
+    """Hidden width of the reward and continue heads."""
+    head_layers: int = 4
+    """Hidden layers of the reward and continue heads."""
+    reward_bins: int = 255
+    """Two-hot bins for rewards."""
+    recon_scale: float = 0.5
+    """Weight of the summed squared pixel error (a unit Gaussian's log-likelihood)."""
+    reward_scale: float = 1.0
+    """Weight of the reward loss."""
+    continue_scale: float = 5.0
+    """Weight of the continue loss (DreamerV2's discount scale)."""
+    kl_scale: float = 0.1
+    """Weight of the balanced KL."""
+    kl_balance: float = 0.8
+    """Share of the KL that trains the prior; the rest regularizes the posterior."""
+    free_nats: float = 0.0
+    """Each KL term's batch mean is clamped below at this (DreamerV2 Atari: 0)."""
+    life_loss_ends: bool = False
+    """A lost life counts as an end for the continue head (DreamerV2: no)."""
+
+
+class RSSMWorldModel(nn.Module):
+    """DreamerV2's recurrent state-space model; see the module docstring."""
+
+    def __init__(self, config: RSSMConfig, num_actions: int, *, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.config, self.num_actions = config, num_actions
+        c, act = config, ACTIVATIONS[config.activation]
+        latent = c.stoch * c.classes
+        conv = {"norm": c.norm, "activation": c.activation}
+        self.encoder = ConvEncoder(c.depth, **conv, **kw)
+        self.img_in = nn.Sequential(nn.Linear(latent + num_actions, c.hidden, **kw), act())
+        self.cell = LayerNormGRUCell(c.hidden, c.deter, **kw)
+        self.img_out = nn.Sequential(
+            nn.Linear(c.deter, c.hidden, **kw), act(), nn.Linear(c.hidden, latent, **kw)
+        )
+        self.obs_out = nn.Sequential(
+            nn.Linear(c.deter + self.encoder.output_dim, c.hidden, **kw),
+            act(),
+            nn.Linear(c.hidden, latent, **kw),
+        )
+        features = c.deter + latent
+        head = {"width": c.head_width, "layers": c.head_layers, "activation": c.activation}
+        self.reward = MLPHead(features, c.reward_bins, **head, **kw)
+        self.cont = MLPHead(features, 1, **head, **kw)
+        self.decoder = ConvDecoder(features, c.depth, **conv, **kw)
+        self.two_hot = TwoHot(c.reward_bins)
+
+    def _dist(self, logits: Tensor) -> Tensor:
+        return unimix(
+            logits.unflatten(-1, (self.config.stoch, self.config.classes)), self.config.unimix
+        )
+
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        """h and z (flattened) at zero, as DreamerV2 starts every episode."""
+        c = self.config
+        return {
+            "h": torch.zeros(batch_size, c.deter, device=device, dtype=dtype),
+            "z": torch.zeros(batch_size, c.stoch * c.classes, device=device, dtype=dtype),
+        }
+
+    def img_step(self, state: State, action: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
+        """The prior step: (h, z) of t-1, a_t-1 (B,) -> h_t (B, deter), prior (B, S, K).
+
+        Rows where ``is_first`` (B,) is set start from zeros: state and action alike.
+        """
+        keep = (~is_first).to(state["h"].dtype).unsqueeze(-1)
+        one_hot = F.one_hot(action.long(), self.num_actions).to(state["h"].dtype) * keep
+        x = self.img_in(torch.cat([state["z"] * keep, one_hot], -1))
+        h = self.cell(x, state["h"] * keep)
+        return h, self._dist(self.img_out(h))
+
+    def observe_sequence(
+        self,
+        embeds: Tensor,
+        actions: Tensor,
+        is_first: Tensor,
+        state: State,
+        noise: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], State]:
+        """Posterior rollout over embeddings (B, T, E).
+
+        ``actions[:, t]`` is the action taken at step t (it leads to t+1), so
+        step t consumes ``actions[:, t - 1]``, and the carried state's action
+        for t = 0 comes from ``state["action"]`` if present (else 0).
+
+        Returns:
+            {h, z, prior, post} stacked over time, and the final state.
+        """
+        steps: dict[str, list[Tensor]] = {"h": [], "z": [], "prior": [], "post": []}
+        previous = state.get("action", torch.zeros_like(actions[:, 0]))
+        for t in range(embeds.shape[1]):
+            h, prior = self.img_step(state, previous, is_first[:, t])
+            post = self._dist(self.obs_out(torch.cat([h, embeds[:, t]], -1)))
+            z = sample_one_hot(post, None if noise is None else noise[:, t]).flatten(-2)
+            for name, value in zip(steps, (h, z, prior, post), strict=True):
+                steps[name].append(value)
+            state, previous = {"h": h, "z": z}, actions[:, t]
+        return {k: torch.stack(v, 1) for k, v in steps.items()}, {**state, "action": previous}
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Features [h, z] (..., deter + S * K) -> frames (..., H, W, 3) in [0, 1]."""
+        frames = self.decoder(latent.reshape(-1, latent.shape[-1])).clamp(0.0, 1.0)
+        return frames.permute(0, 2, 3, 1).reshape(*latent.shape[:-1], *frames.shape[2:], 3)
+
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None):
+        """DreamerV2's loss over windows batch[k] (B, T, ...); returns (loss, metrics)."""
+        c, obs = self.config, batch["obs"]
+        batch_size, length = obs.shape[:2]
+        embeds = self.encoder(frames_to_input(obs)).reshape(batch_size, length, -1)
+        shape = (batch_size, length, c.stoch, c.classes)
+        noise = torch.rand(shape, generator=generator, device=obs.device)
+        state = self.initial_state(batch_size, obs.device)
+        out, _ = self.observe_sequence(embeds, batch["action"], batch["is_first"], state, noise)
+        features = torch.cat([out["h"], out["z"]], -1)
+
+        recon = self.decoder(features.reshape(batch_size * length, -1))
+        recon_loss = (recon - frames_to_input(obs)).square().sum((1, 2, 3)).mean()
+        reward_loss = self.two_hot.loss(self.reward(features), batch["reward"]).mean()
+        ends = batch["is_terminal"] | (batch["life_loss"] if c.life_loss_ends else False)
+        cont_logits = self.cont(features).squeeze(-1)
+        cont_loss = F.binary_cross_entropy_with_logits(cont_logits, (~ends).to(features.dtype))
+        prior_term = (
+            categorical_kl(out["post"].detach(), out["prior"]).mean().clamp(min=c.free_nats)
+        )
+        post_term = categorical_kl(out["post"], out["prior"].detach()).mean().clamp(min=c.free_nats)
+        kl_loss = c.kl_balance * prior_term + (1.0 - c.kl_balance) * post_term
+        loss = (
+            c.recon_scale * recon_loss
+            + c.reward_scale * reward_loss
+            + c.continue_scale * cont_loss
+            + c.kl_scale * kl_loss
+        )
+        kl = categorical_kl(out["post"], out["prior"]).mean()
+        metrics = {
+            "loss": loss, "recon": recon_loss, "reward": reward_loss, "continue": cont_loss,
+            "kl": kl,
+        }  # fmt: skip
+        return loss, {k: v.detach() for k, v in metrics.items()}
+
+    def observe(
+        self, frames: Tensor, actions: Tensor, is_first: Tensor, noise: Tensor | None = None
+    ) -> State:
+        """Prime a dream with real context: frames (B, C, H, W, 3) uint8, actions (B, C - 1).
+
+        Returns the posterior state (h, z) of the last frame; the next action goes to :meth:`step`.
+        """
+        batch_size, length = frames.shape[:2]
+        embeds = self.encoder(frames_to_input(frames)).reshape(batch_size, length, -1)
+        padded = torch.cat([actions, torch.zeros_like(actions[:, :1])], 1)  # the last is unused
+        state = self.initial_state(batch_size, frames.device, embeds.dtype)
+        _, state = self.observe_sequence(embeds, padded, is_first, state, noise)
+        return {"h": state["h"], "z": state["z"]}
+
+    def step(
+        self, state: State, action: Tensor, noise: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor, Tensor]:
+        """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
+
+        ``noise`` (B, S, K) samples the prior; None takes its mode. The latent is
+        the feature vector [h, z] that :meth:`decode` turns into a frame.
+        """
+        no_reset = torch.zeros(action.shape[0], dtype=torch.bool, device=action.device)
+        h, prior = self.img_step(state, action, no_reset)
+        z = sample_one_hot(prior, noise).flatten(-2)
+        features = torch.cat([h, z], -1)
+        reward = self.two_hot.mean(self.reward(features))
+        cont = torch.sigmoid(self.cont(features).squeeze(-1))
+        return {"h": h, "z": z}, reward, cont, features
