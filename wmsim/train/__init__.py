@@ -1,0 +1,1 @@
+"""Training world models: the loop, checkpoints, evaluation on held-out data, dream videos."""

@@ -1,0 +1,47 @@
+"""Checkpoints written atomically: a kill at any moment leaves the previous one readable."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wmsim.errors import UserError
+from wmsim.files import atomic_write_bytes
+
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(run: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (tensors, numbers, strings and containers of them) as the run's checkpoint.
+
+    The whole file is serialized in memory, written under a temporary name,
+    synced and renamed over the old one.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    atomic_write_bytes(Path(run) / CHECKPOINT, buffer.getvalue())
+
+
+def load_checkpoint(run: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read the run's checkpoint (tensors and plain data only: no code is unpickled).
+
+    Raises:
+        UserError: there is none, it is damaged, or of another format version.
+    """
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"{run} has no checkpoint; train one with `wmsim train --out {run} ...`")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged file
+        raise UserError(f"{path} is damaged ({error}); it cannot be loaded") from error
+    if payload.get("format") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} is checkpoint format {payload.get('format')!r}; "
+            f"this wmsim reads format {FORMAT_VERSION}"
+        )
+    return payload

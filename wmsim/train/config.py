@@ -1,0 +1,106 @@
+"""Training configs and the presets named after the papers.
+
+A preset is a :class:`TrainConfig`: the world model and how it is optimized
+and evaluated. ``storm`` and ``dreamerv2`` carry the papers' hyperparameters
+(seeds-and-protocol.md §6.1, §4.1); the ``tiny`` ones are small enough to learn
+Breakout on a laptop CPU in minutes, for tests and demos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wmsim.errors import UserError
+from wmsim.model import LatentWorldModelConfig, RSSMConfig, WorldModelConfig
+from wmsim.model.backbones import GRUConfig, TransformerConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a world model is trained and evaluated; saved, resolved, with every checkpoint."""
+
+    model: WorldModelConfig = field(default_factory=LatentWorldModelConfig)
+    """The world model."""
+    batch: int = 16
+    """Windows per batch."""
+    length: int = 64
+    """Steps per window."""
+    lr: float = 1e-4
+    """Adam's learning rate."""
+    eps: float = 1e-8
+    """Adam's epsilon."""
+    weight_decay: float = 0.0
+    """Adam's (L2) weight decay."""
+    grad_clip: float = 1000.0
+    """Gradients are clipped to this global norm."""
+    warmup: int = 0
+    """Steps of linear learning-rate warm-up."""
+    sampler: str = "uniform"
+    """How windows are drawn: uniform or dfs (DRAMA)."""
+    holdout: float = 0.1
+    """Last share of every stream kept out of training, for evaluation."""
+    context: int = 8
+    """Real frames an evaluation dream starts from (STORM: 8)."""
+    horizon: int = 16
+    """Dreamed steps an evaluation compares with the real ones."""
+    eval_windows: int = 64
+    """Held-out windows per evaluation."""
+    eval_every: int = 500
+    """Steps between evaluations."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    log_every: int = 25
+    """Steps between logged training metrics."""
+
+
+TINY_LATENT = {
+    "depth": 16, "stoch": 32, "classes": 32, "head_width": 128, "head_layers": 1,
+    # no BatchNorm: in a short run its running statistics lag the weights, and evaluation
+    # (which uses them) sees artefacts; a sigmoid output (DRAMA) reaches black exactly
+    "norm": False, "decoder_sigmoid": True,
+}  # fmt: skip
+TINY_TRAINING = {
+    "batch": 8, "length": 24, "lr": 1e-3, "eval_every": 250, "checkpoint_every": 250,
+}  # fmt: skip
+
+PRESETS: dict[str, TrainConfig] = {
+    "storm": TrainConfig(
+        model=LatentWorldModelConfig(backbone=TransformerConfig()),
+        batch=16, length=64, lr=1e-4, grad_clip=1000.0,
+    ),
+    "dreamerv2": TrainConfig(
+        model=RSSMConfig(),
+        batch=16, length=50, lr=2e-4, eps=1e-5, weight_decay=1e-6, grad_clip=100.0,
+    ),
+    "tiny": TrainConfig(
+        model=LatentWorldModelConfig(
+            backbone=TransformerConfig(
+                width=128, layers=2, heads=4, ffn=256, window=32, dropout=0.0
+            ),
+            **TINY_LATENT,
+        ),
+        **TINY_TRAINING,
+    ),
+    "tiny-gru": TrainConfig(
+        model=LatentWorldModelConfig(backbone=GRUConfig(width=128), **TINY_LATENT),
+        **TINY_TRAINING,
+    ),
+    "tiny-dreamerv2": TrainConfig(
+        model=RSSMConfig(
+            deter=128, hidden=128, stoch=32, classes=32, depth=16, head_width=128, head_layers=1,
+        ),
+        **{**TINY_TRAINING, "eps": 1e-5, "grad_clip": 100.0},
+    ),
+}  # fmt: skip
+"""Preset name -> its training config."""
+
+
+def preset(name: str) -> TrainConfig:
+    """The preset called ``name``.
+
+    Raises:
+        UserError: no such preset; the message lists them.
+    """
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]

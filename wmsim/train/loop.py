@@ -1,0 +1,264 @@
+"""Training a world model on a replay: ``wmsim train``.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoint.pt``
+(written atomically every ``checkpoint_every`` steps, at the end and on
+Ctrl-C), ``metrics.jsonl`` and ``tb/`` (TensorBoard). ``--resume`` restores
+the model, optimizer, every random generator and the sampler's counts, so on
+CPU with a fixed seed a resumed run ends exactly where an uninterrupted one
+would (``tests/train/test_loop.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wmsim.configs import from_dict, to_dict
+from wmsim.errors import UserError
+from wmsim.files import atomic_write_json
+from wmsim.model import make_world_model
+from wmsim.replay import SAMPLERS, Replay
+from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.train.config import TrainConfig, preset
+from wmsim.train.evaluate import episode_windows, evaluate, split_starts
+from wmsim.train.logs import RunLog
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """Train a world model on a replay directory."""
+
+    data: Path
+    """Replay directory written by `wmsim collect`."""
+    out: Path
+    """Run directory: config, checkpoint, metrics, TensorBoard logs."""
+    steps: int
+    """Gradient steps the run should reach; with --resume, more than were done."""
+    preset: str = "storm"
+    """storm, dreamerv2, tiny, tiny-gru or tiny-dreamerv2."""
+    resume: bool = False
+    """Continue the run in --out from its checkpoint."""
+    seed: int = 0
+    """Seeds the model, the window sampling and the latent noise."""
+    device: str = "auto"
+    """cpu, cuda, ..., or auto: the accelerator if there is one."""
+    batch: int | None = None
+    """Windows per batch (default: the preset's)."""
+    length: int | None = None
+    """Steps per window (default: the preset's)."""
+    eval_every: int | None = None
+    """Steps between evaluations (default: the preset's)."""
+    checkpoint_every: int | None = None
+    """Steps between checkpoints (default: the preset's)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the current accelerator (CUDA, MPS, ...) if torch sees one, else the CPU."""
+    if name == "auto":
+        accelerator = (
+            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        )
+        return accelerator or torch.device("cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"unknown device {name!r}: {error}") from None
+
+
+def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
+    """The run's full config: the preset with the command's overrides, as saved JSON."""
+    overrides = {
+        name: getattr(args, name)
+        for name in ("batch", "length", "eval_every", "checkpoint_every")
+        if getattr(args, name) is not None
+    }
+    train = dataclasses.replace(preset(args.preset), **overrides)
+    if min(train.batch, train.length, args.steps) < 1 or train.length < 2:
+        raise UserError("--steps and --batch must be positive and --length at least 2")
+    return {
+        "preset": args.preset,
+        "game": replay.env["game"],
+        "data": str(args.data),
+        "seed": args.seed,
+        "train": to_dict(train),
+    }
+
+
+SCHEDULE = ("eval_every", "checkpoint_every", "log_every")
+"""Training settings that only schedule side work; a resumed run may change them."""
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out = {}
+    for key, value in config.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def _check_same_run(run: Path, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse to resume a run with other settings, naming each difference."""
+    old = _flatten({k: saved.get(k) for k in ("preset", "game", "seed", "train")})
+    new = _flatten({k: asked[k] for k in ("preset", "game", "seed", "train")})
+    differ = [
+        f"{key.removeprefix('train.')}: {old.get(key)!r} there, {new.get(key)!r} asked"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and key.removeprefix("train.") not in SCHEDULE
+    ]
+    if differ:
+        raise UserError(
+            f"{run} holds a run with other settings ({'; '.join(differ)}); resume it with the "
+            "same command, or train into another --out"
+        )
+
+
+def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    out["action"] = out["action"].long()
+    return out
+
+
+class Trainer:
+    """Everything a run keeps between steps: model, optimizer, randomness, data split."""
+
+    def __init__(self, args: TrainArgs, device: torch.device):
+        self.replay = Replay(args.data)
+        self.resolved = resolve(args, self.replay)
+        self.config: TrainConfig = from_dict(self.resolved["train"])
+        c, seed = self.config, args.seed
+        self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
+        if len(self.train_starts) < c.batch:
+            raise UserError(
+                f"{args.data} holds {self.replay.num_steps} steps: too few for batches of "
+                f"{c.batch} windows of {c.length} steps with {c.holdout:.0%} held out; "
+                "collect more data or use a shorter --length"
+            )
+        span = c.context + c.horizon
+        held_out = split_starts(self.replay, span, c.holdout)[1]
+        eval_starts = episode_windows(self.replay, held_out, span, c.eval_windows)
+        self.eval_windows = _to_torch(self.replay.gather(eval_starts, span), device)
+        torch.manual_seed(seed)
+        self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
+        )
+        self.rng = np.random.default_rng(seed)
+        self.noise = torch.Generator(device).manual_seed(seed)
+        self.sampler = SAMPLERS[c.sampler]()
+        self.device, self.step = device, 0
+
+    def train_step(self) -> dict[str, float]:
+        """One gradient step on a sampled batch; returns its metrics."""
+        c = self.config
+        lr = c.lr * min(1.0, (self.step + 1) / c.warmup) if c.warmup else c.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        starts = self.sampler.train_starts(self.train_starts, c.batch, self.rng)
+        batch = _to_torch(self.replay.gather(starts, c.length), self.device)
+        loss, metrics = self.model.loss(batch, self.noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(norm), "lr": lr}
+
+    def evaluate(self) -> dict[str, float]:
+        """Open-loop metrics on the held-out windows."""
+        if len(self.eval_windows["obs"]) == 0:
+            return {}
+        life_loss_ends = getattr(self.config.model, "life_loss_ends", False)
+        return evaluate(
+            self.model, self.eval_windows, self.config.context, life_loss_ends=life_loss_ends
+        )
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds."""
+        return {
+            "step": self.step,
+            "config": self.resolved,
+            "action_meanings": self.replay.action_meanings,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_numpy": self.rng.bit_generator.state,
+            "rng_noise": self.noise.get_state(),
+            "rng_torch": torch.get_rng_state(),
+            "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.rng.bit_generator.state = saved["rng_numpy"]
+        self.noise.set_state(saved["rng_noise"])
+        torch.set_rng_state(saved["rng_torch"])
+        self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
+        self.step = saved["step"]
+
+
+def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
+    """Train until the run in ``args.out`` reaches ``args.steps`` steps; return the last evaluation.
+
+    Raises:
+        UserError: bad data, preset or run directory (see the messages).
+        KeyboardInterrupt: after saving a checkpoint at the current step.
+    """
+    preset(args.preset)  # an unknown name is the first thing to report
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --out must be a directory")
+    has_checkpoint = (out / CHECKPOINT).exists()
+    if has_checkpoint and not args.resume:
+        raise UserError(
+            f"{out} already holds a run; pass --resume to continue it, or another --out"
+        )
+    if args.resume and not has_checkpoint:
+        raise UserError(f"{out} holds no run to resume; drop --resume to start one")
+    trainer = Trainer(args, resolve_device(args.device))
+    if args.resume:
+        saved = load_checkpoint(out, trainer.device)
+        _check_same_run(out, saved["config"], trainer.resolved)
+        trainer.restore(saved)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", trainer.resolved)
+    log, c = RunLog(out, trainer.step), trainer.config
+    bar = tqdm(total=args.steps, initial=trainer.step, disable=not progress, unit="step")
+    last_eval: dict[str, float] = {}
+    try:
+        while trainer.step < args.steps:
+            metrics = trainer.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.1f}", refresh=False)
+            done = trainer.step == args.steps
+            if trainer.step % c.log_every == 0 or done:
+                log.log(trainer.step, "train", metrics)
+            if trainer.step % c.eval_every == 0 or done:
+                last_eval = trainer.evaluate()
+                log.log(trainer.step, "eval", last_eval)
+            if trainer.step % c.checkpoint_every == 0 or done:
+                save_checkpoint(out, trainer.state())
+    except KeyboardInterrupt:
+        save_checkpoint(out, trainer.state())
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return last_eval
+
+
+def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A trained model in eval mode and its checkpoint (config, action meanings, ...)."""
+    saved = load_checkpoint(run, device)
+    config: TrainConfig = from_dict(saved["config"]["train"])
+    model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved
