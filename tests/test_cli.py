@@ -87,7 +87,12 @@ def test_data_info_as_json(breakout_replay):
         (("data", "info", "{tmp}/missing"), ("does not exist", "wmsim collect")),
         (("data", "info", "{tmp}/notes"), ("is not a wmsim replay",)),
         (("data", "info", "{tmp}/file.txt"), ("is a file, not a replay directory",)),
-        (("dream",), ("unknown command 'dream'",)),
+        (("dreams",), ("unknown command 'dreams'",)),
+        (("train", "--data", "{tmp}/missing", "--out", "{tmp}/run", "--steps", 5),
+         ("does not exist",)),
+        (("train", "--data", "{tmp}/notes", "--out", "{tmp}/run", "--steps", 5),
+         ("is not a wmsim replay",)),
+        (("dream", "--run", "{tmp}/notes", "--out", "{tmp}/d.gif"), ("has no checkpoint",)),
         (("data", "drop"), ("unknown command 'data drop'",)),
         (("bench", "nothing"), ("unknown benchmark 'nothing'", "collect")),
     ],
@@ -112,3 +117,17 @@ def test_parse_errors_exit_non_zero_without_a_traceback():
     result = wmsim("collect", "--steps", "ten", "--out", "x")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--steps" in result.stderr
+
+
+def test_train_then_dream(breakout_replay, tmp_path):
+    run = tmp_path / "run"
+    result = wmsim("train", "--data", breakout_replay, "--out", run, "--steps", 2,
+                   "--preset", "tiny", "--batch", 2, "--length", 8)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"trained {run} to step 2; held-out frame_mse_h1" in result.stdout
+    unknown = wmsim(
+        "train", "--data", breakout_replay, "--out", run, "--steps", 2, "--preset", "huge"
+    )
+    assert_one_line_error(unknown, "unknown preset 'huge'; choose one of: storm, dreamerv2, tiny")
+    video = wmsim("dream", "--run", run, "--out", tmp_path / "dream.gif", "--steps", 4)
+    assert video.returncode == 0 and video.stdout.strip() == f"wrote {tmp_path / 'dream.gif'}"

@@ -27,3 +27,10 @@ def test_import_wmsim_is_light():
 def test_collection_and_replay_need_no_torch():
     loaded = modules_after("import wmsim.collect.rollout, wmsim.replay, wmsim.cli, wmsim.scores")
     assert "torch" not in loaded
+
+
+def test_models_know_nothing_of_replay_training_export_or_serving():
+    loaded = modules_after("import wmsim.model, wmsim.model.backbones")
+    ours = {name for name in loaded if name.startswith(("wmsim", "wmsim_"))}
+    allowed = ("wmsim.model", "wmsim.errors")
+    assert {name for name in ours if name != "wmsim" and not name.startswith(allowed)} == set()

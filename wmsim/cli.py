@@ -21,7 +21,9 @@ USAGE = """usage: wmsim COMMAND [OPTIONS]
 commands:
   collect       play the real game and store the steps in a replay directory
   data info     summarise a replay directory: steps, episodes, returns, actions
-  bench NAME    run a benchmark from benchmarks/ (collect)
+  train         train a world model on a replay directory
+  dream         write the real game and a model's dream of it side by side (GIF, MP4)
+  bench NAME    run a benchmark from benchmarks/
 
 Run `wmsim COMMAND --help` for a command's options.
 """
@@ -112,6 +114,37 @@ def _data_info(argv: list[str]) -> int:
     return 0
 
 
+def _train(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.train.loop import TrainArgs, train
+
+    args = tyro.cli(TrainArgs, prog="wmsim train", args=argv)
+    try:
+        metrics = train(args)
+    except KeyboardInterrupt:
+        print(
+            f"wmsim: interrupted; checkpoint saved in {args.out}, "
+            "add --resume to the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    shown = {k: v for k, v in metrics.items() if k.startswith(("frame_mse", "copy_mse"))}
+    summary = ", ".join(f"{k} {v:.5f}" for k, v in shown.items())
+    print(f"trained {args.out} to step {args.steps}" + (f"; held-out {summary}" if summary else ""))
+    return 0
+
+
+def _dream(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.train.dream import DreamArgs, dream
+
+    args = tyro.cli(DreamArgs, prog="wmsim dream", args=argv)
+    print(f"wrote {dream(args)}")
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
     names = sorted(p.stem for p in folder.glob("*.py")) if folder.is_dir() else []
@@ -131,6 +164,8 @@ def _bench(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "collect": _collect,
     "data info": _data_info,
+    "train": _train,
+    "dream": _dream,
     "bench": _bench,
 }
 
