@@ -17,3 +17,14 @@ def test_collect_benchmark_prints_its_ratios():
     assert set(rows) >= {"raw ALE, 1 process", "wmsim AtariEnv", "wmsim collect, 1 env"}
     assert all(float(values[0]) > 0 for values in rows.values())
     assert lines[-1].startswith("target: collection overhead under 30%")
+
+
+def test_world_model_benchmark_prints_every_model_and_the_cache_ratio():
+    command = [sys.executable, "benchmarks/world_model.py", "--size", "tiny", "--steps", "2",
+               "--repeats", "1", "--batches", "1", "4", "--train-batch", "2", "8"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for model in ("transformer (tiny)", "gru (tiny-gru)", "rssm (tiny-dreamerv2)"):
+        assert model in out
+    assert "ring-buffer cache vs recomputing" in out and out.count("ratio") == 2
