@@ -39,6 +39,7 @@ def test_an_mp4_opens_with_every_frame(run, tmp_path):
     while video.read()[0]:
         frames += 1
     assert frames == 14
+    assert [p.name for p in tmp_path.iterdir()] == ["dream.mp4"], "no temporary file is left"
 
 
 def test_the_same_seed_dreams_the_same_and_another_differs(run, tmp_path):

@@ -7,6 +7,8 @@ sampling its latents with a seeded generator, as a dream environment would.
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 
 from wmsim.configs import from_dict
 from wmsim.errors import UserError
+from wmsim.files import atomic_write_bytes
 from wmsim.replay import Replay
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows, split_starts
@@ -67,22 +70,39 @@ def side_by_side(real: np.ndarray, dream: np.ndarray, context: int) -> np.ndarra
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
-    """Write (N, H, W, 3) uint8 RGB frames as a looping GIF or an MP4, by the suffix."""
+    """Write (N, H, W, 3) uint8 RGB frames as a looping GIF or an MP4, by the suffix, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".gif":
         from PIL import Image
 
         images = [Image.fromarray(frame) for frame in frames]
+        buffer = io.BytesIO()
         images[0].save(
-            path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+            buffer,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 / fps),
+            loop=0,
         )
+        atomic_write_bytes(path, buffer.getvalue())
         return
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames.shape[2:0:-1])
-    if not writer.isOpened():
-        raise UserError(f"this OpenCV build cannot write {path.suffix} video; write a .gif instead")
-    for frame in frames:
-        writer.write(frame[..., ::-1])
-    writer.release()
+    # OpenCV picks the container by the suffix, so the temporary name keeps it
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        writer = cv2.VideoWriter(
+            str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames.shape[2:0:-1]
+        )
+        if not writer.isOpened():
+            raise UserError(
+                f"this OpenCV build cannot write {path.suffix} video; write a .gif instead"
+            )
+        for frame in frames:
+            writer.write(frame[..., ::-1])
+        writer.release()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def dream(args: DreamArgs) -> Path:
