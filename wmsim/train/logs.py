@@ -24,12 +24,8 @@ class RunLog:
 
         self.path = Path(run) / METRICS
         if self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start_step
-            ]
-            atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
+            kept = [line for line in _records(self.path) if line["step"] <= start_step]
+            atomic_write_bytes(self.path, "".join(f"{json.dumps(r)}\n" for r in kept).encode())
         self.file = open(self.path, "a")  # noqa: SIM115 (closed in close())
         self.board = SummaryWriter(str(Path(run) / "tb"), purge_step=start_step or None)
 
@@ -50,9 +46,17 @@ class RunLog:
 
 
 def read_metrics(run: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The run's metric lines, optionally only those of one kind."""
+    """The run's metric lines, optionally only those of one kind.
+
+    A last line still being written (or cut off by a crash) is left out.
+    """
     path = Path(run) / METRICS
     if not path.exists():
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [line for line in lines if kind is None or line["kind"] == kind]
+    return [line for line in _records(path) if kind is None or line["kind"] == kind]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a metrics file: a kill can leave the last one cut off."""
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
