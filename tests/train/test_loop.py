@@ -54,6 +54,16 @@ def test_resuming_gives_exactly_the_uninterrupted_result(breakout_replay, tmp_pa
     assert final[0] == final[1] and len(final[0]) == 2  # the last train and eval records
 
 
+def test_a_metrics_line_cut_off_by_a_kill_does_not_stop_a_resume(breakout_replay, tmp_path):
+    run = tmp_path / "run"
+    train(args(breakout_replay, run, 3), progress=False)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "kind": "tr')
+    assert [m["step"] for m in read_metrics(run, "eval")] == [3]
+    train(args(breakout_replay, run, 6, resume=True), progress=False)
+    assert [m["step"] for m in read_metrics(run, "eval")] == [3, 6]
+
+
 def test_a_run_killed_at_any_moment_keeps_a_loadable_checkpoint(breakout_replay, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "wmsim", "train", "--data", str(breakout_replay),
@@ -102,21 +112,23 @@ def test_bad_runs_are_refused_with_a_reason(breakout_replay, pong_replay, tmp_pa
         train(args(breakout_replay, tmp_path / "file", 3), progress=False)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(breakout_replay, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_a_scheduler_stop_saves_a_checkpoint_and_says_how_to_resume(
+    breakout_replay, tmp_path, sig
+):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "wmsim", "train", "--data", str(breakout_replay),
                "--out", str(run), "--steps", "100000", "--preset", "tiny", "--batch", "2",
                "--length", "8", "--checkpoint-every", "100000"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    while not read_metrics(run, "train") and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the first steps are logged
+    process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
         f"wmsim: interrupted; checkpoint saved in {run}, "
         "add --resume to the same command to continue"
     )
-    assert load_checkpoint(Path(run))["step"] >= 1
+    assert load_checkpoint(Path(run))["step"] >= read_metrics(run, "train")[-1]["step"]

@@ -11,6 +11,8 @@ would (``tests/train/test_loop.py``).
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,7 +211,8 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
 
     Raises:
         UserError: bad data, preset or run directory (see the messages).
-        KeyboardInterrupt: after saving a checkpoint at the current step.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (a scheduler's stop), after saving a
+            checkpoint at the current step.
     """
     preset(args.preset)  # an unknown name is the first thing to report
     out = Path(args.out)
@@ -233,6 +236,9 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
     log, c = RunLog(out, trainer.step), trainer.config
     bar = tqdm(total=args.steps, initial=trainer.step, disable=not progress, unit="step")
     last_eval: dict[str, float] = {}
+    stop_on_sigterm = threading.current_thread() is threading.main_thread()
+    if stop_on_sigterm:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while trainer.step < args.steps:
             metrics = trainer.train_step()
@@ -250,9 +256,15 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
         save_checkpoint(out, trainer.state())
         raise
     finally:
+        if stop_on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         log.close()
     return last_eval
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
