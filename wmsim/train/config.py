@@ -55,9 +55,10 @@ class TrainConfig:
 
 TINY_LATENT = {
     "depth": 16, "stoch": 32, "classes": 32, "head_width": 128, "head_layers": 1,
-    # no BatchNorm: in a short run its running statistics lag the weights, and evaluation
-    # (which uses them) sees artefacts; a sigmoid output (DRAMA) reaches black exactly
-    "norm": False, "decoder_sigmoid": True,
+    # BatchNorm, as STORM: without it the categorical bottleneck sits for thousands of steps
+    # at the mean frame (the decoder learns to ignore latents that are noise at first);
+    # a sigmoid output (DRAMA) reaches black exactly
+    "norm": True, "decoder_sigmoid": True,
 }  # fmt: skip
 TINY_TRAINING = {
     "batch": 8, "length": 24, "lr": 1e-3, "eval_every": 250, "checkpoint_every": 250,
