@@ -47,14 +47,18 @@ def assert_states_equal(a, b):
         torch.testing.assert_close(a[name], b[name], msg=name)
 
 
-@pytest.mark.parametrize("length", [1, 5, 20])
-def test_forward_equals_a_loop_of_step_from_the_initial_state(backbone, length):
-    x, is_first = random_inputs(3, length, seed=length)
-    state = backbone.initial_state(3, dtype=torch.float64)
+def assert_forms_agree(backbone, x, is_first, state):
+    """The parallel form and a loop of the step form give the same outputs and final state."""
     h_parallel, final_parallel = backbone(x, is_first, state)
     h_steps, final_steps = step_loop(backbone, x, is_first, state)
     torch.testing.assert_close(h_parallel, h_steps)
     assert_states_equal(final_parallel, final_steps)
+
+
+@pytest.mark.parametrize("length", [1, 5, 20])
+def test_forward_equals_a_loop_of_step_from_the_initial_state(backbone, length):
+    x, is_first = random_inputs(3, length, seed=length)
+    assert_forms_agree(backbone, x, is_first, backbone.initial_state(3, dtype=torch.float64))
 
 
 def test_forward_equals_a_loop_of_step_from_a_carried_state(backbone):
@@ -63,10 +67,7 @@ def test_forward_equals_a_loop_of_step_from_a_carried_state(backbone):
     _, carried = step_loop(backbone, x0, f0, backbone.initial_state(4, dtype=torch.float64))
     x, is_first = random_inputs(4, 11, seed=2, resets=0.15)
     is_first[0] = False  # one row carries its state through the whole chunk
-    h_parallel, final_parallel = backbone(x, is_first, carried)
-    h_steps, final_steps = step_loop(backbone, x, is_first, carried)
-    torch.testing.assert_close(h_parallel, h_steps)
-    assert_states_equal(final_parallel, final_steps)
+    assert_forms_agree(backbone, x, is_first, carried)
 
 
 def test_chunked_forward_equals_one_forward(backbone):
