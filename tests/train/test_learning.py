@@ -7,7 +7,7 @@ Two levels, both on 20,000 steps of real Breakout collected here:
   out well under the error of the mean frame, the level at which a model sits
   while its latents carry nothing; a tiny model without BatchNorm stays there
   for thousands of steps), and the dream one step ahead is under it too;
-- with ``-m long`` (about 16 minutes on 2 cores): the dream one step ahead
+- with ``-m long`` (about 13 minutes on 2 cores): the dream one step ahead
   beats copying the last real frame.
 """
 
