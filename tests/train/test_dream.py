@@ -60,3 +60,16 @@ def test_bad_requests_are_refused(run, tmp_path):
         dream(DreamArgs(run=run, out=tmp_path / "dream.gif", steps=100_000))
     with pytest.raises(UserError, match="has no checkpoint"):
         dream(DreamArgs(run=tmp_path, out=tmp_path / "dream.gif"))
+
+
+@pytest.mark.parametrize("preset", ["tiny-gru", "tiny-dreamerv2"])
+def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, tmp_path, preset):
+    out = tmp_path / "run"
+    metrics = train(
+        TrainArgs(data=breakout_replay, out=out, steps=2, preset=preset, batch=2, length=8),
+        progress=False,
+    )
+    assert {"frame_mse_h1", "copy_mse_h1", "continue_accuracy"} <= set(metrics)
+    path = dream(DreamArgs(run=out, out=tmp_path / "dream.gif", steps=5, context=4))
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4 + 5
