@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wmsim.model.backbones import BACKBONES, GRUConfig, TransformerConfig, make_backbone
+from wmsim.model.backbones.base import SequenceBackbone
 
 TINY = {
     "transformer": TransformerConfig(width=32, layers=2, heads=4, ffn=48, window=8, dropout=0.0),
@@ -120,3 +121,15 @@ def test_step_does_not_modify_its_inputs(backbone):
     before = {k: v.clone() for k, v in state.items()}
     backbone.step(x[:, 0], torch.tensor([True, False]), state)
     assert_states_equal(state, before)
+
+
+def test_a_backbone_missing_part_of_the_contract_cannot_be_built():
+    class NoStep(SequenceBackbone):
+        def state_spec(self):
+            return {}
+
+        def forward(self, x, is_first, state):
+            return x, state
+
+    with pytest.raises(TypeError, match="step"):
+        NoStep()

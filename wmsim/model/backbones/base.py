@@ -22,6 +22,7 @@ registered backbone).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -51,19 +52,20 @@ def reset(state: State, initial: State, is_first: Tensor) -> State:
     return out
 
 
-class SequenceBackbone(nn.Module):
+class SequenceBackbone(nn.Module, ABC):
     """Base class of sequence backbones; see the module docstring for the contract.
 
-    Subclasses set ``input_dim`` and ``output_dim`` and implement
-    :meth:`state_spec`, :meth:`initial_state`, :meth:`forward` and :meth:`step`.
+    Subclasses set ``input_dim`` and ``output_dim`` and implement the abstract
+    :meth:`state_spec`, :meth:`forward` and :meth:`step`; a subclass missing one
+    cannot be instantiated.
     """
 
     input_dim: int
     output_dim: int
 
+    @abstractmethod
     def state_spec(self) -> dict[str, TensorSpec]:
         """Name -> spec of every state tensor."""
-        raise NotImplementedError
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -78,10 +80,10 @@ class SequenceBackbone(nn.Module):
             state[name] = torch.zeros((batch_size, *spec.shape), dtype=kind, device=device)
         return state
 
+    @abstractmethod
     def forward(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """Parallel form: x (B, T, D), is_first (B, T) bool -> h (B, T, D'), final state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def step(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """Recurrent form: x (B, D), is_first (B,) bool -> h (B, D'), next state."""
-        raise NotImplementedError
