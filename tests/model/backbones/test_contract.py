@@ -6,12 +6,22 @@ A new backbone joins BACKBONES and a tiny config below; every test here then app
 import pytest
 import torch
 
-from wmsim.model.backbones import BACKBONES, GRUConfig, TransformerConfig, make_backbone
+from wmsim.model.backbones import (
+    BACKBONES,
+    GRUConfig,
+    MambaConfig,
+    S5Config,
+    TransformerConfig,
+    make_backbone,
+)
 from wmsim.model.backbones.base import SequenceBackbone
 
 TINY = {
     "transformer": TransformerConfig(width=32, layers=2, heads=4, ffn=48, window=8, dropout=0.0),
     "gru": GRUConfig(width=32),
+    # chunks of 4, so 20-step sequences cross chunk boundaries, with resets inside chunks
+    "mamba2": MambaConfig(width=32, layers=2, state=8, heads=4, chunk=4),
+    "s5": S5Config(width=32, layers=2, state=16),
 }
 INPUT = 12
 

@@ -6,15 +6,19 @@ from typing import Any
 
 from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec
 from wmsim.model.backbones.gru import GRUBackbone, GRUConfig
+from wmsim.model.backbones.mamba import MambaBackbone, MambaConfig
+from wmsim.model.backbones.s5 import S5Backbone, S5Config
 from wmsim.model.backbones.transformer import TransformerBackbone, TransformerConfig
 
 BACKBONES: dict[str, tuple[type, type[SequenceBackbone]]] = {
     "transformer": (TransformerConfig, TransformerBackbone),
     "gru": (GRUConfig, GRUBackbone),
+    "mamba2": (MambaConfig, MambaBackbone),
+    "s5": (S5Config, S5Backbone),
 }
 """Name -> (config class, backbone class) of every registered backbone."""
 
-BackboneConfig = TransformerConfig | GRUConfig
+BackboneConfig = TransformerConfig | GRUConfig | MambaConfig | S5Config
 """Any backbone's config; the type selects the backbone."""
 
 
@@ -29,8 +33,12 @@ def make_backbone(config: Any, input_dim: int, **factory: Any) -> SequenceBackbo
 __all__ = [
     "BACKBONES",
     "BackboneConfig",
+    "GRUConfig",
+    "MambaConfig",
+    "S5Config",
     "SequenceBackbone",
     "State",
     "TensorSpec",
+    "TransformerConfig",
     "make_backbone",
 ]
