@@ -1,6 +1,7 @@
 """World-model speed per backbone, measured side by side in one run.
 
-For each world model (STORM's transformer, the GRU backbone, DreamerV2's RSSM):
+For each world model (STORM's transformer, the GRU backbone, DreamerV2's RSSM,
+DRAMA's Mamba-2, S5):
 
 - training: frames per second of a full gradient step (loss, backward, Adam)
   on a batch of B x T frames;
@@ -31,11 +32,15 @@ MODELS = {
         "transformer (storm)": PRESETS["storm"].model,
         "gru (storm latents, GRU 600)": replace(PRESETS["storm"].model, backbone=GRUConfig()),
         "rssm (dreamerv2)": PRESETS["dreamerv2"].model,
+        "mamba2 (drama)": PRESETS["drama"].model,
+        "s5 (s5)": PRESETS["s5"].model,
     },
     "tiny": {
         "transformer (tiny)": PRESETS["tiny"].model,
         "gru (tiny-gru)": PRESETS["tiny-gru"].model,
         "rssm (tiny-dreamerv2)": PRESETS["tiny-dreamerv2"].model,
+        "mamba2 (tiny-drama)": PRESETS["tiny-drama"].model,
+        "s5 (tiny-s5)": PRESETS["tiny-s5"].model,
     },
 }
 ACTIONS = 4

@@ -25,6 +25,22 @@ def test_world_model_benchmark_prints_every_model_and_the_cache_ratio():
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for model in ("transformer (tiny)", "gru (tiny-gru)", "rssm (tiny-dreamerv2)"):
+    for model in ("transformer (tiny)", "gru (tiny-gru)", "rssm (tiny-dreamerv2)",
+                  "mamba2 (tiny-drama)", "s5 (tiny-s5)"):  # fmt: skip
         assert model in out
     assert "ring-buffer cache vs recomputing" in out and out.count("ratio") == 2
+
+
+def test_scan_benchmark_prints_both_forms_for_every_backbone():
+    command = [sys.executable, "benchmarks/scan.py", "--size", "tiny", "--lengths", "4", "8",
+               "--batch", "2", "--repeats", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("mamba2", "s5", "transformer"))]
+    assert [(row[0], row[2]) for row in rows] == [
+        (model, length) for model in ("mamba2", "s5", "transformer") for length in ("4", "8")
+    ]
+    assert all(float(value.rstrip("x")) > 0 for row in rows for value in row[3:])
+    assert "memory growth from T=4 to T=8" in result.stdout
+    assert lines[-1].startswith("target (2-core CPU)")

@@ -62,7 +62,9 @@ def test_bad_requests_are_refused(run, tmp_path):
         dream(DreamArgs(run=tmp_path, out=tmp_path / "dream.gif"))
 
 
-@pytest.mark.parametrize("preset", ["tiny-gru", "tiny-dreamerv2"])
+@pytest.mark.parametrize(
+    "preset", ["tiny-gru", "tiny-dreamerv2", "tiny-drama", "tiny-s5", "drama", "s5"]
+)
 def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, tmp_path, preset):
     out = tmp_path / "run"
     metrics = train(

@@ -41,6 +41,9 @@ class LatentWorldModelConfig:
 
     backbone: BackboneConfig = field(default_factory=TransformerConfig)
     """The sequence model over one token per frame."""
+    stem: str = "storm"
+    """How [z_t, onehot(a_t)] becomes a token: storm (2 x Linear + LayerNorm) or drama
+    (Linear, RMSNorm, SiLU)."""
     depth: int = 32
     """Channels of the first conv layer; later layers have 2, 4 and 8 times as many."""
     norm: bool = True
@@ -79,6 +82,28 @@ class LatentWorldModelConfig:
     """A lost life counts as an end for the continue head (STORM, DRAMA), not only game over."""
 
 
+def storm_stem(inputs: int, width: int, **kw) -> nn.Module:
+    """STORM's token from [z, a]: Linear, LayerNorm, ReLU, Linear, LayerNorm."""
+    return nn.Sequential(
+        nn.Linear(inputs, width, bias=False, **kw),
+        nn.LayerNorm(width, **kw),
+        nn.ReLU(),
+        nn.Linear(width, width, bias=False, **kw),
+        nn.LayerNorm(width, **kw),
+    )
+
+
+def drama_stem(inputs: int, width: int, **kw) -> nn.Module:
+    """DRAMA's token from [z, a]: Linear, RMSNorm, SiLU."""
+    return nn.Sequential(
+        nn.Linear(inputs, width, bias=False, **kw), nn.RMSNorm(width, eps=1e-5, **kw), nn.SiLU()
+    )
+
+
+STEMS = {"storm": storm_stem, "drama": drama_stem}
+"""Stem name -> builder (inputs, width, device=, dtype=)."""
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x over the entries where mask is set (0 if there are none)."""
     mask = mask.to(x.dtype)
@@ -109,13 +134,7 @@ class LatentWorldModel(nn.Module):
         self.encoder = ConvEncoder(config.depth, **conv, **kw)
         self.posterior = nn.Linear(self.encoder.output_dim, latent, **kw)
         width = getattr(config.backbone, "width", 512)
-        self.stem = nn.Sequential(  # STORM: [z, a] -> one token
-            nn.Linear(latent + num_actions, width, bias=False, **kw),
-            nn.LayerNorm(width, **kw),
-            nn.ReLU(),
-            nn.Linear(width, width, bias=False, **kw),
-            nn.LayerNorm(width, **kw),
-        )
+        self.stem = STEMS[config.stem](latent + num_actions, width, **kw)
         self.backbone = make_backbone(config.backbone, width, **kw)
         h = self.backbone.output_dim
         self.prior = nn.Linear(h, latent, **kw)

@@ -1,9 +1,11 @@
 """Training configs and the presets named after the papers.
 
 A preset is a :class:`TrainConfig`: the world model and how it is optimized
-and evaluated. ``storm`` and ``dreamerv2`` carry the papers' hyperparameters
-(seeds-and-protocol.md §6.1, §4.1); the ``tiny`` ones are small enough to learn
-Breakout on a laptop CPU in minutes, for tests and demos.
+and evaluated. ``storm``, ``dreamerv2`` and ``drama`` carry the papers'
+hyperparameters (seeds-and-protocol.md §6.1, §4.1, §3.1); ``s5`` is STORM's
+world model with Lu et al.'s S5 stack (§5.1) as its sequence model. The
+``tiny`` ones are small enough to learn Breakout on a laptop CPU in minutes,
+for tests and demos.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 
 from wmsim.errors import UserError
 from wmsim.model import LatentWorldModelConfig, RSSMConfig, WorldModelConfig
-from wmsim.model.backbones import GRUConfig, TransformerConfig
+from wmsim.model.backbones import GRUConfig, MambaConfig, S5Config, TransformerConfig
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,14 @@ class TrainConfig:
     """Windows per batch."""
     length: int = 64
     """Steps per window."""
+    optimizer: str = "adam"
+    """adam, or laprop (DRAMA)."""
     lr: float = 1e-4
-    """Adam's learning rate."""
+    """The optimizer's learning rate."""
     eps: float = 1e-8
-    """Adam's epsilon."""
+    """The optimizer's epsilon."""
     weight_decay: float = 0.0
-    """Adam's (L2) weight decay."""
+    """The optimizer's weight decay (L2 for Adam, decoupled for LaProp)."""
     grad_clip: float = 1000.0
     """Gradients are clipped to this global norm."""
     warmup: int = 0
@@ -73,6 +77,20 @@ PRESETS: dict[str, TrainConfig] = {
         model=RSSMConfig(),
         batch=16, length=50, lr=2e-4, eps=1e-5, weight_decay=1e-6, grad_clip=100.0,
     ),
+    "drama": TrainConfig(
+        model=LatentWorldModelConfig(
+            # DRAMA lets the SSM state flow across episode ends inside a training window
+            backbone=MambaConfig(episode_resets=False),
+            stem="drama", depth=16, norm=True, decoder_sigmoid=True, activation="silu",
+            head_width=256, head_layers=1, dyn_scale=1.0, rep_scale=0.1,
+        ),
+        batch=16, length=128, optimizer="laprop", lr=4e-5, eps=1e-20, warmup=1000,
+        grad_clip=1000.0, sampler="dfs",
+    ),
+    "s5": TrainConfig(
+        model=LatentWorldModelConfig(backbone=S5Config()),
+        batch=16, length=64, lr=1e-4, grad_clip=1000.0,
+    ),
     "tiny": TrainConfig(
         model=LatentWorldModelConfig(
             backbone=TransformerConfig(
@@ -84,6 +102,16 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     "tiny-gru": TrainConfig(
         model=LatentWorldModelConfig(backbone=GRUConfig(width=128), **TINY_LATENT),
+        **TINY_TRAINING,
+    ),
+    "tiny-drama": TrainConfig(
+        model=LatentWorldModelConfig(
+            backbone=MambaConfig(width=128, heads=4), stem="drama", **TINY_LATENT
+        ),
+        **{**TINY_TRAINING, "optimizer": "laprop", "eps": 1e-20, "sampler": "dfs"},
+    ),
+    "tiny-s5": TrainConfig(
+        model=LatentWorldModelConfig(backbone=S5Config(width=128, state=128), **TINY_LATENT),
         **TINY_TRAINING,
     ),
     "tiny-dreamerv2": TrainConfig(

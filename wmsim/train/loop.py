@@ -30,6 +30,7 @@ from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
 from wmsim.train.logs import RunLog
+from wmsim.train.optim import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class TrainArgs:
     steps: int
     """Gradient steps the run should reach; with --resume, more than were done."""
     preset: str = "storm"
-    """storm, dreamerv2, tiny, tiny-gru or tiny-dreamerv2."""
+    """storm, dreamerv2, drama, s5, or a tiny one: tiny, tiny-gru, tiny-dreamerv2, tiny-drama,
+    tiny-s5."""
     resume: bool = False
     """Continue the run in --out from its checkpoint."""
     seed: int = 0
@@ -148,7 +150,7 @@ class Trainer:
         self.eval_windows = _to_torch(self.replay.gather(eval_starts, span), device)
         torch.manual_seed(seed)
         self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = OPTIMIZERS[c.optimizer](
             self.model.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
         )
         self.rng = np.random.default_rng(seed)
