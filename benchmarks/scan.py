@@ -7,8 +7,11 @@ loop of the step form) and the peak memory each takes.
 
 Every measurement runs in a fresh process, so that peak memory is its own: on
 a CPU, the rise of the process's peak resident memory over what it held before
-the first step; on CUDA, torch's peak allocated memory. Inputs carry episode
-starts (1% of steps), so the reset paths are timed too.
+the first step; on CUDA, torch's peak allocated memory. A CPU measurement may
+use at most 3/4 of the machine's memory; past that its cell reads "out of
+memory" (backpropagating through a loop of transformer steps keeps every
+step's whole KV cache). Inputs carry episode starts (1% of steps), so the
+reset paths are timed too.
 
     python benchmarks/scan.py [--size paper|tiny] [--lengths 64 256 1024] [--batch 16]
 """
@@ -40,9 +43,37 @@ MODELS = {
 FORMS = ("parallel", "loop")
 
 
+MEMORY_SHARE = 0.75
+"""Share of the machine's memory one CPU measurement may take."""
+
+
 def measure(preset: str, form: str, length: int, batch: int, repeats: int, device: str) -> dict:
-    """Seconds per training step (best of ``repeats``) and peak memory in MB, in this process."""
+    """Seconds per training step (best of ``repeats``) and peak memory in MB, in this process.
+
+    Returns ``{"error": "out of memory"}`` where the step needs more than its share of memory.
+    """
     device = torch.device(device)
+    if device.type == "cpu":  # fail fast rather than swap the machine to a halt
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        limit = int(total * MEMORY_SHARE)
+        resource.setrlimit(
+            resource.RLIMIT_AS,
+            (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard),
+        )
+    try:
+        return _measure(preset, form, length, batch, repeats, device)
+    except (MemoryError, torch.OutOfMemoryError):
+        return {"error": "out of memory"}
+    except RuntimeError as error:
+        if "allocate" not in str(error):
+            raise
+        return {"error": "out of memory"}
+
+
+def _measure(
+    preset: str, form: str, length: int, batch: int, repeats: int, device: torch.device
+) -> dict:
     torch.manual_seed(0)
     config = PRESETS[preset].model.backbone
     backbone = make_backbone(config, config.width, device=device).train()
@@ -92,6 +123,19 @@ def in_fresh_process(args: argparse.Namespace, preset: str, form: str, length: i
     return json.loads(result.stdout)
 
 
+def cell(result: dict, key: str, width: int, spec: str) -> str:
+    """One table cell: the value, or why there is none."""
+    text = format(result[key], spec) if key in result else "OOM"
+    return f"{text:>{width}s}"
+
+
+def growth_of(short: dict, long: dict) -> str:
+    """How many times the peak memory grew, or '-' where a measurement is missing."""
+    if "peak_mb" not in short or "peak_mb" not in long:
+        return "-"
+    return f"{long['peak_mb'] / max(short['peak_mb'], 1e-9):.1f}x"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(MODELS), default="paper")
@@ -118,19 +162,25 @@ def main() -> None:
         for length in args.lengths:
             p, loop = (in_fresh_process(args, preset, form, length) for form in FORMS)
             results[label, length] = p, loop
-            print(f"{label:24s}{length:6d}{p['seconds']:12.4f}{loop['seconds']:10.4f}"
-                  f"{loop['seconds'] / p['seconds']:9.1f}x"
-                  f"{p['peak_mb']:13.1f}{loop['peak_mb']:10.1f}", flush=True)  # fmt: skip
+            speed_up = (
+                f"{loop['seconds'] / p['seconds']:9.1f}x" if "seconds" in p and "seconds" in loop
+                else f"{'-':>10s}"
+            )  # fmt: skip
+            print(f"{label:24s}{length:6d}{cell(p, 'seconds', 12, '.4f')}"
+                  f"{cell(loop, 'seconds', 10, '.4f')}{speed_up}"
+                  f"{cell(p, 'peak_mb', 13, '.1f')}{cell(loop, 'peak_mb', 10, '.1f')}",
+                  flush=True)  # fmt: skip
     if len(args.lengths) > 1:
         short, long = args.lengths[-2], args.lengths[-1]
         print(f"\nmemory growth from T={short} to T={long} ({long / short:.0f}x the steps; "
               "linear memory grows as much):")  # fmt: skip
         for label in MODELS[args.size]:
             growth = [
-                results[label, long][i]["peak_mb"] / max(results[label, short][i]["peak_mb"], 1e-9)
-                for i in range(2)
+                growth_of(results[label, short][i], results[label, long][i]) for i in range(2)
             ]
-            print(f"  {label:24s} parallel {growth[0]:5.1f}x   loop {growth[1]:5.1f}x")
+            print(f"  {label:24s} parallel {growth[0]:>6s}   loop {growth[1]:>6s}")
+    if any("error" in r for pair in results.values() for r in pair):
+        print(f"OOM: the step needed more than {MEMORY_SHARE:.0%} of this machine's memory")
     print("target (2-core CPU): the parallel form at least 5x faster than the step loop at "
           "T=256 for mamba2 and s5; memory growing linearly in T")  # fmt: skip
 

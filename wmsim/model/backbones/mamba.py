@@ -132,26 +132,28 @@ def ssd_scan(
         return t.reshape(batch, chunks, chunk, *t.shape[2:])
 
     # padding steps have dt = 0: they decay nothing and add nothing
-    xdt = chunked(x * dt.unsqueeze(-1)).permute(0, 3, 1, 2, 4)  # (B, heads, chunks, chunk, P)
-    b, c = chunked(b), chunked(c)  # (B, chunks, chunk, N)
-    log_a = chunked(dt * a).permute(0, 3, 1, 2)  # (B, heads, chunks, chunk)
-    r = chunked(resets)  # (B, chunks, chunk)
+    x = chunked(x).permute(0, 3, 1, 2, 4)  # (B, heads, chunks, chunk, P)
+    dt = chunked(dt).permute(0, 3, 1, 2)  # (B, heads, chunks, chunk)
+    b, c = chunked(b).unsqueeze(1), chunked(c).unsqueeze(1)  # (B, 1, chunks, chunk, N)
+    log_a = dt * a[:, None, None]
+    r = chunked(resets).unsqueeze(1)  # (B, 1, chunks, chunk)
+    # dt scales each input; it multiplies the narrower operand (the chunk x chunk weights, or
+    # b with N columns) rather than x with P, which saves a pass over the widest tensor
 
     # 1. within each chunk: a causal "attention" of c against b, weighted by the decays
-    within = decay_matrix(log_a, r.unsqueeze(1))  # (B, heads, chunks, chunk[t], chunk[s])
-    scores = (c @ b.transpose(-1, -2)).unsqueeze(1)  # (B, 1, chunks, t, s)
-    y = (within * scores) @ xdt  # (B, heads, chunks, chunk, P)
+    within = decay_matrix(log_a, r)  # (B, heads, chunks, chunk[t], chunk[s])
+    y = (within * (c @ b.transpose(-1, -2)) * dt.unsqueeze(-2)) @ x  # (B, heads, chunks, chunk, P)
     # 2. the state each chunk adds by its end
-    added = (xdt * within[..., -1, :].unsqueeze(-1)).transpose(-1, -2) @ b.unsqueeze(1)
+    added = x.transpose(-1, -2) @ ((within[..., -1, :] * dt).unsqueeze(-1) * b)  # (.., P, N)
     # 3. the state entering each chunk: the initial state and the added ones, decayed
     # through whole chunks (any reset in a chunk stops everything from before it)
     through = F.pad(log_a.sum(-1), (1, 0))  # (B, heads, chunks + 1)
-    cut = F.pad(r.any(-1), (1, 0)).unsqueeze(1)  # (B, 1, chunks + 1)
+    cut = F.pad(r.any(-1), (1, 0))  # (B, 1, chunks + 1)
     sources = torch.cat([initial.unsqueeze(2), added], 2)  # (B, heads, chunks + 1, P, N)
     entering = torch.einsum("bhij,bhjpn->bhipn", decay_matrix(through, cut), sources)
     # 4. what the entering state contributes at each step of its chunk
-    from_start = log_a.cumsum(-1).exp() * (r.long().cumsum(-1) == 0).unsqueeze(1)
-    y = y + (c.unsqueeze(1) @ entering[:, :, :-1].transpose(-1, -2)) * from_start.unsqueeze(-1)
+    from_start = log_a.cumsum(-1).exp() * (r.long().cumsum(-1) == 0)  # (B, heads, chunks, chunk)
+    y = y + (from_start.unsqueeze(-1) * c) @ entering[:, :, :-1].transpose(-1, -2)
     y = y.permute(0, 2, 3, 1, 4).reshape(batch, chunks * chunk, heads, -1)
     return y[:, :length], entering[:, :, -1]
 
