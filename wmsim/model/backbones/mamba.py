@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec
+from wmsim.model.decays import decay_from_start, decay_matrix
 
 
 @dataclass(frozen=True)
@@ -71,31 +72,6 @@ class MambaConfig:
     """Largest initial decay rate -A."""
     episode_resets: bool = True
     """Episode starts cut the SSM state and the conv window; False lets state flow (DRAMA)."""
-
-
-def decay_matrix(log_decay: Tensor, resets: Tensor) -> Tensor:
-    """Decays between every pair of steps of a diagonal linear recurrence with resets.
-
-    For ``H_t = a_t * (1 - r_t) * H_{t-1} + ...``, entry [t, s] is how much of the
-    input at step s is left at step t: ``exp(sum_{s < k <= t} log a_k)`` when no
-    step in (s, t] resets, else 0 (and 0 for s > t). Segment sums are differences
-    of prefix sums in the input's precision, as Mamba-2's kernels compute them; a
-    chunk is short enough for that to stay exact to a few ulps.
-
-    Args:
-        log_decay: (..., n) log a_t, at most 0.
-        resets: (..., n) bool r_t, broadcastable to ``log_decay``.
-
-    Returns:
-        (..., n, n), indexed [t, s].
-    """
-    n = log_decay.shape[-1]
-    prefix = log_decay.cumsum(-1)
-    segment = prefix.unsqueeze(-1) - prefix.unsqueeze(-2)  # [t, s] = sum over s < k <= t
-    count = resets.long().cumsum(-1)  # resets so far: equal counts = no reset in between
-    causal = torch.ones(n, n, dtype=torch.bool, device=log_decay.device).tril()
-    keep = (count.unsqueeze(-1) == count.unsqueeze(-2)) & causal
-    return segment.masked_fill(~keep, -math.inf).exp()
 
 
 def ssd_scan(
@@ -152,7 +128,7 @@ def ssd_scan(
     sources = torch.cat([initial.unsqueeze(2), added], 2)  # (B, heads, chunks + 1, P, N)
     entering = torch.einsum("bhij,bhjpn->bhipn", decay_matrix(through, cut), sources)
     # 4. what the entering state contributes at each step of its chunk
-    from_start = log_a.cumsum(-1).exp() * (r.long().cumsum(-1) == 0)  # (B, heads, chunks, chunk)
+    from_start = decay_from_start(log_a, r)  # (B, heads, chunks, chunk)
     y = y + (from_start.unsqueeze(-1) * c) @ entering[:, :, :-1].transpose(-1, -2)
     y = y.permute(0, 2, 3, 1, 4).reshape(batch, chunks * chunk, heads, -1)
     return y[:, :length], entering[:, :, -1]
