@@ -52,6 +52,13 @@ def reset(state: State, initial: State, is_first: Tensor) -> State:
     return out
 
 
+def input_projection(input_dim: int, width: int, *, bias: bool, **factory) -> nn.Module:
+    """Inputs of size ``input_dim`` -> tokens of size ``width``: a Linear, or nothing if equal."""
+    if input_dim == width:
+        return nn.Identity()
+    return nn.Linear(input_dim, width, bias=bias, **factory)
+
+
 class SequenceBackbone(nn.Module, ABC):
     """Base class of sequence backbones; see the module docstring for the contract.
 

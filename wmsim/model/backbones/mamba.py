@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec
+from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, input_projection
 from wmsim.model.decays import decay_from_start, decay_matrix
 
 
@@ -251,11 +251,7 @@ class MambaBackbone(SequenceBackbone):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.config, self.input_dim, self.output_dim = config, input_dim, config.width
-        self.proj = (
-            nn.Identity()
-            if input_dim == config.width
-            else nn.Linear(input_dim, config.width, bias=False, **kw)
-        )
+        self.embed = input_projection(input_dim, config.width, bias=False, **kw)
         self.norms = nn.ModuleList(
             nn.RMSNorm(config.width, eps=1e-5, **kw) for _ in range(config.layers)
         )
@@ -279,7 +275,7 @@ class MambaBackbone(SequenceBackbone):
 
     def forward(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """Parallel form: x (B, T, D), is_first (B, T) -> h (B, T, width), final state."""
-        is_first, h, out = self._resets(is_first), self.proj(x), {}
+        is_first, h, out = self._resets(is_first), self.embed(x), {}
         for layer, (norm, mixer) in enumerate(zip(self.norms, self.mixers, strict=True)):
             delta, out[f"conv{layer}"], out[f"ssm{layer}"] = mixer(
                 norm(h), is_first, state[f"conv{layer}"], state[f"ssm{layer}"]
@@ -289,7 +285,7 @@ class MambaBackbone(SequenceBackbone):
 
     def step(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """One step: x (B, D), is_first (B,) -> h (B, width), next state."""
-        is_first, h, out = self._resets(is_first), self.proj(x), {}
+        is_first, h, out = self._resets(is_first), self.embed(x), {}
         for layer, (norm, mixer) in enumerate(zip(self.norms, self.mixers, strict=True)):
             delta, out[f"conv{layer}"], out[f"ssm{layer}"] = mixer.step(
                 norm(h), is_first, state[f"conv{layer}"], state[f"ssm{layer}"]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec
+from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, input_projection
 
 
 @dataclass(frozen=True)
@@ -233,11 +233,7 @@ class S5Backbone(SequenceBackbone):
                 f"the S5 state size must be even (conjugate pairs), got {config.state}"
             )
         self.config, self.input_dim, self.output_dim = config, input_dim, config.width
-        self.proj = (
-            nn.Identity()
-            if input_dim == config.width
-            else nn.Linear(input_dim, config.width, bias=False, **kw)
-        )
+        self.embed = input_projection(input_dim, config.width, bias=False, **kw)
         self.stack = nn.ModuleList(S5Layer(config, **kw) for _ in range(config.layers))
 
     def state_spec(self) -> dict[str, TensorSpec]:
@@ -249,14 +245,14 @@ class S5Backbone(SequenceBackbone):
 
     def forward(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """Parallel form: x (B, T, D), is_first (B, T) -> h (B, T, width), final state."""
-        h, out = self.proj(x), {}
+        h, out = self.embed(x), {}
         for layer, module in enumerate(self.stack):
             h, out[f"x{layer}"] = module(h, is_first, state[f"x{layer}"])
         return h, out
 
     def step(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """One step: x (B, D), is_first (B,) -> h (B, width), next state."""
-        h, out = self.proj(x), {}
+        h, out = self.embed(x), {}
         for layer, module in enumerate(self.stack):
             h, out[f"x{layer}"] = module.step(h, is_first, state[f"x{layer}"])
         return h, out

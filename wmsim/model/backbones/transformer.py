@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, reset
+from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, input_projection, reset
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class TransformerBackbone(SequenceBackbone):
             raise ValueError(f"width {config.width} must split into {config.heads} even heads")
         self.config, self.input_dim, self.output_dim = config, input_dim, config.width
         kw = {"device": device, "dtype": dtype}
-        self.embed = nn.Linear(input_dim, config.width, **kw) if input_dim != config.width else None
+        self.embed = input_projection(input_dim, config.width, bias=True, **kw)
         self.blocks = nn.ModuleList(Block(config, **kw) for _ in range(config.layers))
         half = config.width // config.heads // 2
         inv_freq = config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half)
@@ -127,9 +127,6 @@ class TransformerBackbone(SequenceBackbone):
         state["slot_pos"] = state["slot_pos"] - 1
         return state
 
-    def _tokens(self, x: Tensor) -> Tensor:
-        return x if self.embed is None else self.embed(x)
-
     def step(self, x: Tensor, is_first: Tensor, state: State) -> tuple[Tensor, State]:
         """One token: x (B, D), is_first (B,) -> h (B, width), next state; writes one slot."""
         window = self.config.window
@@ -140,7 +137,7 @@ class TransformerBackbone(SequenceBackbone):
         slot_pos = torch.where(write, position.unsqueeze(1), state["slot_pos"])
         valid = slot_pos >= 0
         offset = torch.where(valid, slot_pos - position.unsqueeze(1), 0)  # (B, W), <= 0
-        h, next_state = self._tokens(x), {"slot_pos": slot_pos}
+        h, next_state = self.embed(x), {"slot_pos": slot_pos}
         blend = write[:, :, None, None]
         for layer, block in enumerate(self.blocks):
             q, k, v = block.project(h)  # (B, H, d)
@@ -181,7 +178,7 @@ class TransformerBackbone(SequenceBackbone):
         cache_pos = torch.where(slot_pos >= 0, slot_pos - base, 0)
         key_pos = torch.cat([cache_pos, query_pos], 1)
 
-        h, chunk_keys, chunk_values = self._tokens(x), [], []
+        h, chunk_keys, chunk_values = self.embed(x), [], []
         for layer, block in enumerate(self.blocks):
             q, k, v = block.project(h)  # (B, T, H, d)
             keys = torch.cat([state[f"k{layer}"], k], 1)
