@@ -118,9 +118,22 @@ class RetNetLayer(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def feed_forward(self, x: Tensor) -> Tensor:
-        """The second residual branch: x + FFN(LN x)."""
+    def _feed_forward(self, x: Tensor) -> Tensor:
         return x + self.dropout(self.ffn(self.norm2(x)))
+
+    def forward(
+        self, x: Tensor, positions: Tensor, resets: Tensor, state: Tensor, chunk: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, T, width) -> (B, T, width) and the state after T tokens."""
+        delta, state = self.retention(self.norm1(x), positions, resets, state, chunk)
+        return self._feed_forward(x + self.dropout(delta)), state
+
+    def step(
+        self, x: Tensor, position: Tensor, is_first: Tensor, state: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One token: x (B, width) -> (B, width), next state."""
+        delta, state = self.retention.step(self.norm1(x), position, is_first, state)
+        return self._feed_forward(x + self.dropout(delta)), state
 
 
 class RetNet(nn.Module):
@@ -166,10 +179,7 @@ class RetNet(nn.Module):
         """
         out = {}
         for i, layer in enumerate(self.layers):
-            delta, out[f"s{i}"] = layer.retention(
-                layer.norm1(x), positions, resets, states[f"s{i}"], chunk
-            )
-            x = layer.feed_forward(x + layer.dropout(delta))
+            x, out[f"s{i}"] = layer(x, positions, resets, states[f"s{i}"], chunk)
         return self.norm(x), out
 
     def step(
@@ -178,8 +188,5 @@ class RetNet(nn.Module):
         """Recurrent form for one token: x (B, width), position (B,), is_first (B,)."""
         out = {}
         for i, layer in enumerate(self.layers):
-            delta, out[f"s{i}"] = layer.retention.step(
-                layer.norm1(x), position, is_first, states[f"s{i}"]
-            )
-            x = layer.feed_forward(x + layer.dropout(delta))
+            x, out[f"s{i}"] = layer.step(x, position, is_first, states[f"s{i}"])
         return self.norm(x), out
