@@ -7,6 +7,7 @@ from wmsim.model.retention import (
     rem_decays,
     retention_chunkwise,
     retention_parallel,
+    retention_per_block,
     retention_step,
 )
 
@@ -89,3 +90,14 @@ def test_rem_decays_for_four_heads():
         atol=5e-6,
         rtol=0,
     )
+
+
+def test_per_block_states_are_the_states_entering_each_block():
+    q, k, v, gamma, is_first, state = inputs(11, seed=5, resets=0.2)
+    out, final, entering = retention_per_block(q, k, v, gamma, is_first, state, block=4)
+    torch.testing.assert_close((out, final), recurrent(q, k, v, gamma, is_first, state))
+    assert entering.shape == (2, 3, *state.shape[1:])
+    torch.testing.assert_close(entering[:, 0], state)
+    for n, start in [(1, 4), (2, 8)]:
+        before = recurrent(*(t[:, :, :start] for t in (q, k, v)), gamma, is_first[:, :start], state)
+        torch.testing.assert_close(entering[:, n], before[1])

@@ -1,4 +1,5 @@
-"""The RetNet decoder: parallel == chunkwise == a loop of steps, with resets and carried states."""
+"""The RetNet decoder: parallel == chunkwise == a loop of steps, with resets and carried states;
+REM's parallel path for prediction tokens == its sequential definition."""
 
 import pytest
 import torch
@@ -66,3 +67,47 @@ def test_rem_sizes():
     retnet = RetNet(RetNetConfig())
     # REM's RetNet core is 4.28M parameters (seeds-and-protocol.md §2.1)
     assert abs(sum(p.numel() for p in retnet.parameters()) / 1e6 - 4.28) < 0.03
+
+
+def pop_inputs(blocks, block, queries, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, blocks * block, 16, generator=g, dtype=torch.float64)
+    positions = 5 + torch.arange(blocks * block).expand(2, -1)
+    resets = torch.zeros(2, blocks * block, dtype=torch.bool)
+    resets[0, 2 * block] = resets[1, 0] = True  # an episode starts at a block
+    query = torch.randn(2, blocks, queries, 16, generator=g, dtype=torch.float64)
+    query_positions = positions.unflatten(1, (blocks, block))[..., :queries]
+    return x, positions, resets, query, query_positions
+
+
+def test_pop_parallel_path_equals_its_sequential_definition(retnet):
+    block, blocks = 5, 4
+    x, positions, resets, query, query_positions = pop_inputs(blocks, block, 4, seed=6)
+    warm = step_loop(retnet, *inputs(3, seed=7), retnet.initial_state(2, dtype=torch.float64))[1]
+    out, query_out, states = retnet.forward_pop(
+        x, positions, resets, warm, query, query_positions, block
+    )
+    # the definition: block n's prediction tokens run on the state before it and their state
+    # is dropped; then the block's real tokens update the state
+    expected_out, expected_query, s = [], [], warm
+    for n in range(blocks):
+        part = slice(n * block, (n + 1) * block)
+        query_resets = torch.zeros(2, 4, dtype=torch.bool)
+        query_resets[:, 0] = resets[:, part][:, 0]
+        expected_query.append(retnet(query[:, n], query_positions[:, n], query_resets, s)[0])
+        o, s = retnet(x[:, part], positions[:, part], resets[:, part], s)
+        expected_out.append(o)
+    torch.testing.assert_close(out, torch.cat(expected_out, 1))
+    torch.testing.assert_close(query_out, torch.stack(expected_query, 1))
+    assert_same((out, states), (torch.cat(expected_out, 1), s))
+
+
+def test_prediction_tokens_never_change_the_state_or_the_real_outputs(retnet):
+    x, positions, resets, query, query_positions = pop_inputs(3, 5, 4, seed=8)
+    fresh = retnet.initial_state(2, dtype=torch.float64)
+    plain = retnet(x, positions, resets, fresh)
+    a = retnet.forward_pop(x, positions, resets, fresh, query, query_positions, 5)
+    b = retnet.forward_pop(x, positions, resets, fresh, 10 * query + 1, query_positions, 5)
+    assert_same((a[0], a[2]), plain)
+    assert_same((b[0], b[2]), plain)
+    assert not torch.allclose(a[1], b[1])

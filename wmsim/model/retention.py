@@ -78,6 +78,29 @@ def retention_step(
     return (q.unsqueeze(-2) @ state).squeeze(-2), state
 
 
+def retention_per_block(
+    q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, resets: Tensor, state: Tensor, block: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The chunkwise form with chunks of ``block`` tokens, also returning the state entering each.
+
+    Same arguments as :func:`retention_parallel`. REM's parallel training path
+    needs S_(t-1), the state before each block t, for the prediction tokens.
+
+    Returns:
+        outputs (B, H, T, d_v), the state after T tokens, and the states entering
+        each block (B, ceil(T / block), H, d_k, d_v), before that block's resets.
+    """
+    outputs, entering = [], []
+    for start in range(0, q.shape[2], block):  # blocks, not tokens
+        part = slice(start, start + block)
+        entering.append(state)
+        out, state = retention_parallel(
+            q[:, :, part], k[:, :, part], v[:, :, part], gamma, resets[:, part], state
+        )
+        outputs.append(out)
+    return torch.cat(outputs, 2), state, torch.stack(entering, 1)
+
+
 def retention_chunkwise(
     q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, resets: Tensor, state: Tensor, chunk: int
 ) -> tuple[Tensor, Tensor]:
@@ -86,11 +109,5 @@ def retention_chunkwise(
     Same arguments and results as :func:`retention_parallel`; memory grows with
     T * chunk rather than T^2.
     """
-    outputs = []
-    for start in range(0, q.shape[2], chunk):  # chunks, not tokens
-        part = slice(start, start + chunk)
-        out, state = retention_parallel(
-            q[:, :, part], k[:, :, part], v[:, :, part], gamma, resets[:, part], state
-        )
-        outputs.append(out)
-    return torch.cat(outputs, 2), state
+    out, state, _ = retention_per_block(q, k, v, gamma, resets, state, chunk)
+    return out, state

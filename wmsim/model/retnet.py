@@ -28,6 +28,7 @@ from wmsim.model.retention import (
     rem_decays,
     retention_chunkwise,
     retention_parallel,
+    retention_per_block,
     retention_step,
 )
 
@@ -93,6 +94,36 @@ class MultiScaleRetention(nn.Module):
         out = self._finish(x.flatten(0, 1), o.transpose(1, 2).flatten(0, 1))
         return out.unflatten(0, x.shape[:2]), state
 
+    def forward_pop(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        resets: Tensor,
+        state: Tensor,
+        queries: Tensor,
+        query_positions: Tensor,
+        block: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Real tokens x (B, T, d) and prediction tokens queries (B, N, P, d), N = T / block.
+
+        The real tokens run blockwise and return the state after them. Block
+        n's prediction tokens start from the state entering block n (zeroed if
+        the block starts an episode) and retain causally over each other, as
+        one batch of B * N independent sequences whose states are dropped.
+        """
+        q, k, v = (t.transpose(1, 2) for t in self._qkv(x, positions))  # (B, heads, T, size)
+        gamma = self.gamma.to(x.dtype)
+        o, state, entering = retention_per_block(q, k, v, gamma, resets, state, block)
+        out = self._finish(x.flatten(0, 1), o.transpose(1, 2).flatten(0, 1))
+        pq, pk, pv = (
+            t.flatten(0, 1).transpose(1, 2) for t in self._qkv(queries, query_positions)
+        )  # (B * N, heads, P, size)
+        query_resets = torch.zeros(pq.shape[0], pq.shape[2], dtype=torch.bool, device=x.device)
+        query_resets[:, 0] = resets[:, ::block].flatten()
+        po, _ = retention_parallel(pq, pk, pv, gamma, query_resets, entering.flatten(0, 1))
+        query_out = self._finish(queries.flatten(0, 2), po.transpose(1, 2).flatten(0, 1))
+        return out.unflatten(0, x.shape[:2]), query_out.unflatten(0, queries.shape[:3]), state
+
     def step(
         self, x: Tensor, position: Tensor, is_first: Tensor, state: Tensor
     ) -> tuple[Tensor, Tensor]:
@@ -127,6 +158,23 @@ class RetNetLayer(nn.Module):
         """x (B, T, width) -> (B, T, width) and the state after T tokens."""
         delta, state = self.retention(self.norm1(x), positions, resets, state, chunk)
         return self._feed_forward(x + self.dropout(delta)), state
+
+    def forward_pop(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        resets: Tensor,
+        state: Tensor,
+        queries: Tensor,
+        query_positions: Tensor,
+        block: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """See :meth:`MultiScaleRetention.forward_pop`; returns both outputs and the state."""
+        delta, query_delta, state = self.retention.forward_pop(
+            self.norm1(x), positions, resets, state, self.norm1(queries), query_positions, block
+        )
+        x = self._feed_forward(x + self.dropout(delta))
+        return x, self._feed_forward(queries + self.dropout(query_delta)), state
 
     def step(
         self, x: Tensor, position: Tensor, is_first: Tensor, state: Tensor
@@ -190,3 +238,39 @@ class RetNet(nn.Module):
         for i, layer in enumerate(self.layers):
             x, out[f"s{i}"] = layer.step(x, position, is_first, states[f"s{i}"])
         return self.norm(x), out
+
+    def forward_pop(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        resets: Tensor,
+        states: States,
+        queries: Tensor,
+        query_positions: Tensor,
+        block: int,
+    ) -> tuple[Tensor, Tensor, States]:
+        """REM's parallel training path: real tokens and every block's prediction tokens at once.
+
+        Equal to the sequential definition (``tests/model/test_retnet.py``): for
+        each block n, run ``queries[:, n]`` from the current states and drop the
+        states they would give, then run the block's real tokens to update them.
+
+        Args:
+            x: (B, T, width) real tokens, T a multiple of ``block``.
+            positions: (B, T) their absolute indices.
+            resets: (B, T) bool, the state entering token t is zeroed.
+            states: each layer's state before token 0.
+            queries: (B, T / block, P, width) prediction tokens per block.
+            query_positions: (B, T / block, P) their absolute indices.
+            block: real tokens per block.
+
+        Returns:
+            (B, T, width) and (B, T / block, P, width) outputs, and the states after
+            the real tokens: the prediction tokens never change them.
+        """
+        out = {}
+        for i, layer in enumerate(self.layers):
+            x, queries, out[f"s{i}"] = layer.forward_pop(
+                x, positions, resets, states[f"s{i}"], queries, query_positions, block
+            )
+        return self.norm(x), self.norm(queries), out
