@@ -44,3 +44,14 @@ def test_scan_benchmark_prints_both_forms_for_every_backbone():
     assert all(float(value.rstrip("x")) > 0 for row in rows for value in row[3:])
     assert "memory growth from T=4 to T=8" in result.stdout
     assert lines[-1].startswith("target (2-core CPU)")
+
+
+def test_pop_benchmark_counts_calls_per_frame_for_both_methods():
+    command = [sys.executable, "benchmarks/pop.py", "--size", "tiny", "--batch", "2",
+               "--frames", "2", "--repeats", "1", "--device", "cpu"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {line[:18].strip(): line[18:].split() for line in result.stdout.splitlines()}
+    assert rows["POP"][0] == "2" and rows["token by token"][0] == "65"
+    assert float(rows["POP"][1]) > 0 and float(rows["token by token"][1]) > 0
+    assert "POP dreams" in result.stdout and "15.4x" in result.stdout

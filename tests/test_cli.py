@@ -129,7 +129,7 @@ def test_train_then_dream(breakout_replay, tmp_path):
         "train", "--data", breakout_replay, "--out", run, "--steps", 2, "--preset", "huge"
     )
     assert_one_line_error(
-        unknown, "unknown preset 'huge'; choose one of: storm, dreamerv2, drama, s5, tiny"
+        unknown, "unknown preset 'huge'; choose one of: storm, dreamerv2, drama, s5, rem, tiny"
     )
     video = wmsim("dream", "--run", run, "--out", tmp_path / "dream.gif", "--steps", 4)
     assert video.returncode == 0 and video.stdout.strip() == f"wrote {tmp_path / 'dream.gif'}"

@@ -17,11 +17,14 @@ from wmsim.errors import UserError
 def config_classes() -> dict[str, type]:
     """Every config class that may appear in a saved config, by name."""
     from wmsim.collect.atari import AtariConfig
-    from wmsim.model import LatentWorldModelConfig, RSSMConfig
+    from wmsim.model import LatentWorldModelConfig, REMConfig, RSSMConfig
     from wmsim.model.backbones import BACKBONES
+    from wmsim.model.retnet import RetNetConfig
+    from wmsim.model.tokenizer import TokenizerConfig
     from wmsim.train.config import TrainConfig
 
     classes = [AtariConfig, LatentWorldModelConfig, RSSMConfig, TrainConfig]
+    classes += [REMConfig, RetNetConfig, TokenizerConfig]
     classes += [config for config, _ in BACKBONES.values()]
     return {cls.__name__: cls for cls in classes}
 

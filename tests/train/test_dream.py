@@ -63,8 +63,9 @@ def test_bad_requests_are_refused(run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset", ["tiny-gru", "tiny-dreamerv2", "tiny-drama", "tiny-s5", "drama", "s5"]
-)
+    "preset", ["tiny-gru", "tiny-dreamerv2", "tiny-drama", "tiny-s5", "tiny-rem", "drama", "s5",
+               "rem"]
+)  # fmt: skip
 def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, tmp_path, preset):
     out = tmp_path / "run"
     metrics = train(
@@ -75,3 +76,6 @@ def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, 
     path = dream(DreamArgs(run=out, out=tmp_path / "dream.gif", steps=5, context=4))
     with Image.open(path) as gif:
         assert gif.n_frames == 4 + 5
+        # a token model adds its tokenizer's view of the real game between real and dream
+        panels = 3 if preset.endswith("rem") else 2
+        assert gif.size == (panels * 256 + (panels - 1) * 8, 24 + 256)

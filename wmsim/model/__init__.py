@@ -3,22 +3,24 @@
 This package knows nothing of replay, training, export or serving
 (``tests/test_import_hygiene.py``). World models are chosen by config type:
 :class:`LatentWorldModelConfig` (one latent per frame, any backbone) or
-:class:`RSSMConfig` (DreamerV2's RSSM).
+:class:`RSSMConfig` (DreamerV2's RSSM) or :class:`REMConfig` (REM's tokens on a RetNet).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from wmsim.model.rem import REMConfig, REMWorldModel
 from wmsim.model.rssm import RSSMConfig, RSSMWorldModel
 from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
 
-WorldModelConfig = LatentWorldModelConfig | RSSMConfig
+WorldModelConfig = LatentWorldModelConfig | RSSMConfig | REMConfig
 """Any world model's config; the type selects the model."""
 
 WORLD_MODELS: dict[type, type[nn.Module]] = {
     LatentWorldModelConfig: LatentWorldModel,
     RSSMConfig: RSSMWorldModel,
+    REMConfig: REMWorldModel,
 }
 
 
@@ -30,6 +32,8 @@ def make_world_model(config: WorldModelConfig, num_actions: int, **factory) -> n
 __all__ = [
     "LatentWorldModel",
     "LatentWorldModelConfig",
+    "REMConfig",
+    "REMWorldModel",
     "RSSMConfig",
     "RSSMWorldModel",
     "WorldModelConfig",

@@ -103,6 +103,11 @@ class RSSMWorldModel(nn.Module):
         self.decoder = ConvDecoder(features, c.depth, **conv, **kw)
         self.two_hot = TwoHot(c.reward_bins)
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
+        return (self.config.stoch, self.config.classes)
+
     def _dist(self, logits: Tensor) -> Tensor:
         return unimix(
             logits.unflatten(-1, (self.config.stoch, self.config.classes)), self.config.unimix

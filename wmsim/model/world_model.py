@@ -146,6 +146,11 @@ class LatentWorldModel(nn.Module):
         )
         self.two_hot = TwoHot(config.reward_bins)
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
+        return (self.config.stoch, self.config.classes)
+
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
         c = self.config

@@ -2,7 +2,8 @@
 
 A preset is a :class:`TrainConfig`: the world model and how it is optimized
 and evaluated. ``storm``, ``dreamerv2`` and ``drama`` carry the papers'
-hyperparameters (seeds-and-protocol.md §6.1, §4.1, §3.1); ``s5`` is STORM's
+hyperparameters (seeds-and-protocol.md §6.1, §4.1, §3.1), and ``rem`` REM's
+(§2.1: its tokenizer, RetNet and POP); ``s5`` is STORM's
 world model with Lu et al.'s S5 stack (§5.1) as its sequence model. The
 ``tiny`` ones are small enough to learn Breakout on a laptop CPU in minutes,
 for tests and demos.
@@ -13,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wmsim.errors import UserError
-from wmsim.model import LatentWorldModelConfig, RSSMConfig, WorldModelConfig
+from wmsim.model import LatentWorldModelConfig, REMConfig, RSSMConfig, WorldModelConfig
 from wmsim.model.backbones import GRUConfig, MambaConfig, S5Config, TransformerConfig
+from wmsim.model.retnet import RetNetConfig
+from wmsim.model.tokenizer import TokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,12 @@ PRESETS: dict[str, TrainConfig] = {
         model=LatentWorldModelConfig(backbone=S5Config()),
         batch=16, length=64, lr=1e-4, grad_clip=1000.0,
     ),
+    "rem": TrainConfig(
+        model=REMConfig(),
+        # REM's world-model optimizer; its segments of 10 steps, the first 2 as context
+        batch=64, length=10, optimizer="adamw", lr=2e-4, weight_decay=0.05, grad_clip=100.0,
+        context=2,
+    ),
     "tiny": TrainConfig(
         model=LatentWorldModelConfig(
             backbone=TransformerConfig(
@@ -113,6 +122,15 @@ PRESETS: dict[str, TrainConfig] = {
     "tiny-s5": TrainConfig(
         model=LatentWorldModelConfig(backbone=S5Config(width=128, state=128), **TINY_LATENT),
         **TINY_TRAINING,
+    ),
+    "tiny-rem": TrainConfig(
+        model=REMConfig(
+            tokenizer=TokenizerConfig(channels=16, code_size=128),
+            retnet=RetNetConfig(width=128, layers=2, heads=2, ffn=256, dropout=0.0),
+            head_width=128, tokenizer_frames=64,
+        ),
+        **{**TINY_TRAINING, "length": 12, "optimizer": "adamw", "weight_decay": 0.05,
+           "grad_clip": 100.0, "context": 2},
     ),
     "tiny-dreamerv2": TrainConfig(
         model=RSSMConfig(

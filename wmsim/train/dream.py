@@ -1,5 +1,8 @@
 """``wmsim dream``: the real game and the model's dream of it, side by side, as a GIF or MP4.
 
+For a token model (REM) a middle panel shows the real frames through its
+tokenizer: how much of the game its tokens can carry at all.
+
 Both start from the same held-out real context; then the real game goes on
 with the recorded actions, and the model dreams the same actions open-loop,
 sampling its latents with a seeded generator, as a dream environment would.
@@ -57,15 +60,26 @@ def _panel(frame: np.ndarray, label: str) -> np.ndarray:
     return np.concatenate([bar, big])
 
 
-def side_by_side(real: np.ndarray, dream: np.ndarray, context: int) -> np.ndarray:
-    """Frames (N, 64, 64, 3) uint8 of both -> video frames (N, BAR + 256, 2 * 256 + GAP, 3)."""
+def side_by_side(
+    real: np.ndarray, dream: np.ndarray, context: int, tokens: np.ndarray | None = None
+) -> np.ndarray:
+    """Frames (N, 64, 64, 3) uint8 of both -> video frames (N, BAR + 256, 2 * 256 + GAP, 3).
+
+    ``tokens``, the real frames through a token model's tokenizer, adds a middle
+    panel: what the dream could at best show.
+    """
     frames = []
     for t in range(len(real)):
         when = f"context {t + 1}/{context}" if t < context else f"step {t - context + 1}"
-        left = _panel(real[t], f"real  {when}")
-        right = _panel(dream[t], f"dream  {when}" if t >= context else f"real  {when}")
-        gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
-        frames.append(np.concatenate([left, gap, right], 1))
+        panels = [_panel(real[t], f"real  {when}")]
+        if tokens is not None:
+            panels.append(_panel(tokens[t], "real, tokenized"))
+        panels.append(_panel(dream[t], f"dream  {when}" if t >= context else f"real  {when}"))
+        gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
+        row = [panels[0]]
+        for panel in panels[1:]:
+            row += [gap, panel]
+        frames.append(np.concatenate(row, 1))
     return np.stack(frames)
 
 
@@ -140,17 +154,20 @@ def dream(args: DreamArgs) -> Path:
         )
         dreamed = []
         for k in range(args.steps):
-            noise = _prior_noise(model, generator, device)
+            noise = torch.rand((1, *model.noise_shape), generator=generator, device=device)
             state, _, _, latent = model.step(
                 state, tensors["action"][:, context - 1 + k].long(), noise
             )
             dreamed.append(model.decode(latent)[0])
-    frames = (torch.stack(dreamed).cpu().numpy() * 255).round().astype(np.uint8)
+        # a token model's best possible dream: the real frames through its tokenizer
+        tokens = model.reconstruct(tensors["obs"][0]) if hasattr(model, "reconstruct") else None
     real = window["obs"][0]
-    write_video(args.out, side_by_side(real, np.concatenate([real[:context], frames]), context))
+    dream_frames = np.concatenate([real[:context], _to_uint8(torch.stack(dreamed))])
+    tokenized = None if tokens is None else _to_uint8(tokens)
+    write_video(args.out, side_by_side(real, dream_frames, context, tokenized))
     return args.out
 
 
-def _prior_noise(model: torch.nn.Module, generator: torch.Generator, device) -> torch.Tensor:
-    c = model.config
-    return torch.rand((1, c.stoch, c.classes), generator=generator, device=device)
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames in [0, 1] -> uint8 on the host."""
+    return (frames.cpu().numpy() * 255).round().astype(np.uint8)

@@ -9,7 +9,8 @@ the real actions alone. Reported beside each other:
   horizons, and the same for copying the last context frame, the baseline a
   model must beat to have learned any dynamics;
 - reward accuracy (|predicted - real| < 0.5) and reward-event recall (the
-  share of real non-zero rewards predicted with the right sign and size);
+  share of real non-zero rewards predicted with the right sign and size),
+  against the reward's sign for models that predict clipped rewards (REM);
 - continue accuracy (continue probability > 0.5 matches the real continuation).
 
 Dreams use the most likely latent at every step, so evaluation is deterministic.
@@ -103,6 +104,8 @@ def evaluate(
             metrics[f"frame_mse_h{h}"] = float(model_error[h - 1])
             metrics[f"copy_mse_h{h}"] = float(copy_error[h - 1])
     reward = windows["reward"][:, context:]
+    if getattr(model, "clips_rewards", False):  # the model predicts sign(reward) (REM)
+        reward = reward.sign()
     close = (dream["reward"] - reward).abs() < 0.5
     metrics["reward_accuracy"] = float(close.float().mean())
     events = reward != 0

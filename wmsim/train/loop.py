@@ -44,8 +44,8 @@ class TrainArgs:
     steps: int
     """Gradient steps the run should reach; with --resume, more than were done."""
     preset: str = "storm"
-    """storm, dreamerv2, drama, s5, or a tiny one: tiny, tiny-gru, tiny-dreamerv2, tiny-drama,
-    tiny-s5."""
+    """storm, dreamerv2, drama, s5, rem, or a tiny one: tiny, tiny-gru, tiny-dreamerv2,
+    tiny-drama, tiny-s5, tiny-rem."""
     resume: bool = False
     """Continue the run in --out from its checkpoint."""
     seed: int = 0
@@ -150,8 +150,11 @@ class Trainer:
         self.eval_windows = _to_torch(self.replay.gather(eval_starts, span), device)
         torch.manual_seed(seed)
         self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
+        # a model may ask for parameter groups (REM: decay on some, a slower tokenizer)
+        groups = getattr(self.model, "parameter_groups", None)
+        params = groups(c.weight_decay) if groups else self.model.parameters()
         self.optimizer = OPTIMIZERS[c.optimizer](
-            self.model.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
+            params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
         )
         self.rng = np.random.default_rng(seed)
         self.noise = torch.Generator(device).manual_seed(seed)
@@ -163,7 +166,7 @@ class Trainer:
         c = self.config
         lr = c.lr * min(1.0, (self.step + 1) / c.warmup) if c.warmup else c.lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         starts = self.sampler.train_starts(self.train_starts, c.batch, self.rng)
         batch = _to_torch(self.replay.gather(starts, c.length), self.device)
         loss, metrics = self.model.loss(batch, self.noise)

@@ -1,4 +1,4 @@
-"""Optimizers by name: Adam, and LaProp (DRAMA's world-model and actor-critic optimizer).
+"""Optimizers by name: Adam, AdamW (REM), and LaProp (DRAMA's world model and actor-critic).
 
 LaProp (Ziyin, Wang & Ueda, "LaProp: Separating Momentum and Adaptivity in
 Adam", 2020) normalizes each gradient by the running RMS *before* it enters
@@ -63,5 +63,7 @@ class LaProp(torch.optim.Optimizer):
         return loss
 
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "laprop": LaProp}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "laprop": LaProp,
+}  # fmt: skip
 """Name -> optimizer class; each takes (params, lr=, eps=, weight_decay=)."""
