@@ -57,7 +57,7 @@ def test_laprop_resumes_from_a_saved_state_dict():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="invalid LaProp"):
         LaProp([torch.nn.Parameter(torch.zeros(1))], lr=-1.0)
-    assert set(OPTIMIZERS) == {"adam", "laprop"}
+    assert set(OPTIMIZERS) == {"adam", "adamw", "laprop"}
     assert not math.isnan(
         OPTIMIZERS["adam"](
             [torch.nn.Parameter(torch.zeros(1))], lr=1e-3, eps=1e-8, weight_decay=0.0
