@@ -78,6 +78,24 @@ def retention_step(
     return (q.unsqueeze(-2) @ state).squeeze(-2), state
 
 
+def _in_chunks(
+    q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, resets: Tensor, state: Tensor, chunk: int
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """:func:`retention_parallel` on chunks in turn, and the states entering each chunk.
+
+    The states stay a list: only the caller that needs them pays for stacking.
+    """
+    outputs, entering = [], []
+    for start in range(0, q.shape[2], chunk):  # chunks, not tokens
+        part = slice(start, start + chunk)
+        entering.append(state)
+        out, state = retention_parallel(
+            q[:, :, part], k[:, :, part], v[:, :, part], gamma, resets[:, part], state
+        )
+        outputs.append(out)
+    return torch.cat(outputs, 2), state, entering
+
+
 def retention_per_block(
     q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, resets: Tensor, state: Tensor, block: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -90,15 +108,8 @@ def retention_per_block(
         outputs (B, H, T, d_v), the state after T tokens, and the states entering
         each block (B, ceil(T / block), H, d_k, d_v), before that block's resets.
     """
-    outputs, entering = [], []
-    for start in range(0, q.shape[2], block):  # blocks, not tokens
-        part = slice(start, start + block)
-        entering.append(state)
-        out, state = retention_parallel(
-            q[:, :, part], k[:, :, part], v[:, :, part], gamma, resets[:, part], state
-        )
-        outputs.append(out)
-    return torch.cat(outputs, 2), state, torch.stack(entering, 1)
+    out, state, entering = _in_chunks(q, k, v, gamma, resets, state, block)
+    return out, state, torch.stack(entering, 1)
 
 
 def retention_chunkwise(
@@ -109,5 +120,5 @@ def retention_chunkwise(
     Same arguments and results as :func:`retention_parallel`; memory grows with
     T * chunk rather than T^2.
     """
-    out, state, _ = retention_per_block(q, k, v, gamma, resets, state, chunk)
+    out, state, _ = _in_chunks(q, k, v, gamma, resets, state, chunk)
     return out, state

@@ -160,9 +160,11 @@ class Tokenizer(nn.Module):
         """
         x = self._pixels(frames)
         z = self.encoder(x)  # (N, d, h, w)
+        ids = self._nearest(self._vectors(z))  # (N, h * w)
         if self.training and self.config.restart_dead_codes:
-            self._restart_dead_codes(self._vectors(z.detach()).flatten(0, 1), generator)
-        ids = self._nearest(self._vectors(z))
+            vectors = self._vectors(z.detach()).flatten(0, 1)
+            if self._restart_dead_codes(ids.flatten(), vectors, generator):
+                ids = self._nearest(self._vectors(z))  # only when codes moved
         e = self.codebook(ids).transpose(1, 2).reshape(z.shape)
         codebook_loss = F.mse_loss(e, z.detach())
         commitment_loss = F.mse_loss(z, e.detach())
@@ -177,14 +179,20 @@ class Tokenizer(nn.Module):
         return loss, {k: v.detach() for k, v in metrics.items()}
 
     @torch.no_grad()
-    def _restart_dead_codes(self, vectors: Tensor, generator: torch.Generator | None) -> None:
-        """Count each code's uses among ``vectors`` (M, d); move dead codes onto some of them."""
+    def _restart_dead_codes(
+        self, ids: Tensor, vectors: Tensor, generator: torch.Generator | None
+    ) -> bool:
+        """Count code uses in ``ids`` (M,); move dead codes onto some of ``vectors`` (M, d).
+
+        ``ids`` are the vectors' nearest codes. Returns whether any code moved.
+        """
         c = self.config
-        counts = torch.bincount(self._nearest(vectors), minlength=c.codes)
+        counts = torch.bincount(ids, minlength=c.codes)
         self.usage.mul_(c.usage_decay).add_(counts.to(self.usage.dtype), alpha=1 - c.usage_decay)
         dead = (self.usage < c.dead_below).nonzero().squeeze(1)
         if len(dead) == 0:
-            return
+            return False
         pick = torch.randint(len(vectors), (len(dead),), generator=generator, device=vectors.device)
         self.codebook.weight[dead] = vectors[pick].to(self.codebook.weight.dtype)
         self.usage[dead] = 1.0  # a fresh code has a grace period: ~230 steps at decay 0.99
+        return True

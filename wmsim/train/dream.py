@@ -63,10 +63,10 @@ def _panel(frame: np.ndarray, label: str) -> np.ndarray:
 def side_by_side(
     real: np.ndarray, dream: np.ndarray, context: int, tokens: np.ndarray | None = None
 ) -> np.ndarray:
-    """Frames (N, 64, 64, 3) uint8 of both -> video frames (N, BAR + 256, 2 * 256 + GAP, 3).
+    """Frames (N, 64, 64, 3) uint8 -> video frames (N, BAR + 256, P * 256 + (P - 1) * GAP, 3).
 
-    ``tokens``, the real frames through a token model's tokenizer, adds a middle
-    panel: what the dream could at best show.
+    P = 2 panels, real and dream; ``tokens``, the real frames through a token
+    model's tokenizer, adds a middle one: what the dream could at best show.
     """
     frames = []
     for t in range(len(real)):
@@ -76,9 +76,7 @@ def side_by_side(
             panels.append(_panel(tokens[t], "real, tokenized"))
         panels.append(_panel(dream[t], f"dream  {when}" if t >= context else f"real  {when}"))
         gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
-        row = [panels[0]]
-        for panel in panels[1:]:
-            row += [gap, panel]
+        row = [part for panel in panels for part in (gap, panel)][1:]  # gaps between panels
         frames.append(np.concatenate(row, 1))
     return np.stack(frames)
 
