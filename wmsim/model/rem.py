@@ -104,6 +104,11 @@ class REMWorldModel(nn.Module):
         self.end_head = _head(width, config.head_width, 2, **kw)  # 1: the episode ends
 
     @property
+    def latent_range(self) -> tuple[int, int]:
+        """Bounds of :meth:`latent`'s values: token ids."""
+        return (0, self.config.tokenizer.codes - 1)
+
+    @property
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of the uniform noise :meth:`step` takes per row: one per token and code."""
         return (TOKENS, self.config.tokenizer.codes)
@@ -257,6 +262,10 @@ class REMWorldModel(nn.Module):
         if not self.config.pop:
             position = position + TOKENS
         return {**states, "tokens": tokens[:, -1], "position": position, "first": is_first[:, -1]}
+
+    def latent(self, state: dict[str, Tensor]) -> Tensor:
+        """The token ids (B, 64) of the frame ``state`` stands at, as :meth:`decode` takes them."""
+        return state["tokens"]
 
     def step(
         self, state: dict[str, Tensor], action: Tensor, noise: Tensor | None = None

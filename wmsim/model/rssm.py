@@ -103,6 +103,9 @@ class RSSMWorldModel(nn.Module):
         self.decoder = ConvDecoder(features, c.depth, **conv, **kw)
         self.two_hot = TwoHot(c.reward_bins)
 
+    latent_range = (-float("inf"), float("inf"))
+    """Bounds of :meth:`latent`'s values (its deterministic part is unbounded)."""
+
     @property
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
@@ -213,6 +216,10 @@ class RSSMWorldModel(nn.Module):
         state = self.initial_state(batch_size, frames.device, embeds.dtype)
         _, state = self.observe_sequence(embeds, padded, is_first, state, noise)
         return {"h": state["h"], "z": state["z"]}
+
+    def latent(self, state: State) -> Tensor:
+        """Features [h, z] (B, D + S * K) of the frame ``state`` stands at, for :meth:`decode`."""
+        return torch.cat([state["h"], state["z"]], -1)
 
     def step(
         self, state: State, action: Tensor, noise: Tensor | None = None

@@ -146,6 +146,9 @@ class LatentWorldModel(nn.Module):
         )
         self.two_hot = TwoHot(config.reward_bins)
 
+    latent_range = (0.0, 1.0)
+    """Bounds of :meth:`latent`'s values (one-hot categoricals)."""
+
     @property
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
@@ -225,6 +228,10 @@ class LatentWorldModel(nn.Module):
         if self.config.free_bits_per_sample:
             return masked_mean(kl.clamp(min=free), valid)
         return masked_mean(kl, valid).clamp(min=free)
+
+    def latent(self, state: State) -> Tensor:
+        """The latent (B, S * K) of the frame ``state`` stands at, as :meth:`decode` takes it."""
+        return state["z"]
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """The world-model state of rows that have seen nothing yet (see :meth:`observe`)."""

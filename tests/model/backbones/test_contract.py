@@ -3,6 +3,7 @@
 A new backbone joins BACKBONES and a tiny config below; every test here then applies unchanged.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,44 @@ def test_a_backbone_missing_part_of_the_contract_cannot_be_built():
 
     with pytest.raises(TypeError, match="step"):
         NoStep()
+
+
+class StepGraph(torch.nn.Module):
+    def __init__(self, backbone, names):
+        super().__init__()
+        self.backbone, self.names = backbone, names
+
+    def forward(self, *inputs):
+        x, is_first, *state = inputs
+        h, state = self.backbone.step(x, is_first, dict(zip(self.names, state, strict=True)))
+        return (h, *(state[k].clone() for k in self.names))
+
+
+@pytest.mark.slow
+def test_onnx_step_equals_torch_step(backbone):
+    import onnxruntime
+
+    from wmsim.export.graphs import to_onnx
+
+    backbone = backbone.float()
+    x, is_first = random_inputs(3, 9, seed=11)
+    x = x.float()
+    # a state some steps in, with resets among the rows
+    with torch.no_grad():
+        _, state = step_loop(backbone, x, is_first, backbone.initial_state(3))
+    names = list(state)
+    graph = StepGraph(backbone, names)
+    onnx = to_onnx(graph, [x[:, 0], is_first[:, 0], *state.values()],
+                   ["x", "is_first", *(f"state.{k}" for k in names)],
+                   ["y", *(f"next.{k}" for k in names)])  # fmt: skip
+    session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    # another batch size than the export's, from another state, with a reset in it
+    x, is_first = random_inputs(5, 4, seed=12)
+    with torch.no_grad():
+        _, state = step_loop(backbone, x.float(), is_first, backbone.initial_state(5))
+        expected = graph(x[:, -1].float(), torch.tensor([1, 0, 0, 1, 0], dtype=torch.bool),
+                         *state.values())  # fmt: skip
+    feed = {"x": x[:, -1].float().numpy(), "is_first": np.array([1, 0, 0, 1, 0], bool)}
+    feed |= {f"state.{k}": v.numpy() for k, v in state.items()}
+    for got, want in zip(session.run(None, feed), expected, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)

@@ -161,7 +161,9 @@ class TransformerBackbone(SequenceBackbone):
         slot_pos = state["slot_pos"]  # (B, W)
         start = slot_pos.max(-1).values + 1  # (B,) position of the chunk's first token
         # the latest episode start at or before t inside the chunk, -1 if none
-        last_reset = torch.where(is_first, t, -1).cummax(1).values  # (B, T)
+        # (a masked max rather than cummax, which ONNX lacks; T x T is small)
+        starts = torch.where(is_first, t, -1).unsqueeze(1)  # (B, 1, T)
+        last_reset = torch.where(t.unsqueeze(1) >= t, starts, -1).amax(-1)  # (B, T)
         fresh = last_reset >= 0
         position = torch.where(fresh, t - last_reset, start.unsqueeze(1) + t)  # (B, T)
 
