@@ -23,6 +23,10 @@ commands:
   data info     summarise a replay directory: steps, episodes, returns, actions
   train         train a world model on a replay directory
   dream         write the real game and a model's dream of it side by side (GIF, MP4)
+  export        write a trained run as a model bundle (ONNX graphs, spec, start contexts)
+  bundle check  validate a model bundle: files, hashes, graph signatures, format version
+  models list   list the model bundles dream envs can load by name
+  models add    copy a bundle into the user's model store
   bench NAME    run a benchmark from benchmarks/
 
 Run `wmsim COMMAND --help` for a command's options.
@@ -145,6 +149,98 @@ def _dream(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.export.writer import ExportArgs, export_run
+
+    args = tyro.cli(ExportArgs, prog="wmsim export", args=argv)
+    bundle = export_run(args)
+    size = sum(p.stat().st_size for p in bundle.path.iterdir()) / 2**20
+    checked = "; onnxruntime matches torch" if args.check else ""
+    print(f"wrote {bundle.path} ({bundle.game}, {size:.1f} MiB){checked}")
+    return 0
+
+
+@dataclass(frozen=True)
+class BundleCheckArgs:
+    """Validate a model bundle."""
+
+    path: Path
+    """The NAME.wmsim directory."""
+
+
+def _bundle_check(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.bundle import open_bundle
+
+    args = tyro.cli(
+        BundleCheckArgs, prog="wmsim bundle check", args=argv,
+        config=(tyro.conf.PositionalRequiredArgs,),
+    )  # fmt: skip
+    bundle = open_bundle(args.path)
+    try:
+        from wmsim_server.runtime import Graphs
+    except ImportError:
+        raise UserError(
+            "checking the graphs needs onnxruntime: pip install wmsim[cpu] (or wmsim[gpu])"
+        ) from None
+    Graphs(bundle, device="cpu")
+    spec = bundle.spec
+    print(
+        f"{bundle.path}: ok, format {spec['format']}, {bundle.game}, "
+        f"{spec['model']['type']} ({spec['model']['parameters']:,} parameters), "
+        f"{len(bundle.start_contexts()['frames'])} start contexts of {bundle.context} frames"
+    )
+    return 0
+
+
+def _models_list(argv: list[str]) -> int:
+    import json as json_module
+
+    from wmsim.store import list_models, store
+
+    if argv:
+        raise UserError(f"`wmsim models list` takes no arguments, got {' '.join(argv)}")
+    found = list_models()
+    for where, path in found:
+        spec = json_module.loads((path / "spec.json").read_text())
+        steps = spec.get("training", {}).get("steps", "?")
+        print(f"{path.stem:24s} {where:9s} {spec['game']:12s} {spec['model']['type']} "
+              f"({steps} steps)  {path}")  # fmt: skip
+    if not any(where == "store" for where, _ in found):
+        print(f"(the store, {store()}, is empty; `wmsim models add BUNDLE` fills it)")
+    return 0
+
+
+@dataclass(frozen=True)
+class ModelsAddArgs:
+    """Copy a bundle into the user's model store, under a name dream envs can load."""
+
+    path: Path
+    """The NAME.wmsim directory."""
+    name: str | None = None
+    """Name in the store (default: the bundle's game, which makes it that game's default)."""
+
+
+def _models_add(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.bundle import open_bundle
+    from wmsim.store import add_model
+
+    args = tyro.cli(
+        ModelsAddArgs, prog="wmsim models add", args=argv,
+        config=(tyro.conf.PositionalRequiredArgs,),
+    )  # fmt: skip
+    bundle = open_bundle(args.path)
+    target = add_model(bundle.path, args.name or bundle.game)
+    print(f"added {target}; gymnasium.make('wmsim/{bundle.game}-dream-v0') now loads it"
+          if not args.name else f"added {target}; load it with model={target.stem!r}")  # fmt: skip
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
     names = sorted(p.stem for p in folder.glob("*.py")) if folder.is_dir() else []
@@ -166,6 +262,10 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "data info": _data_info,
     "train": _train,
     "dream": _dream,
+    "export": _export,
+    "bundle check": _bundle_check,
+    "models list": _models_list,
+    "models add": _models_add,
     "bench": _bench,
 }
 

@@ -1,0 +1,1 @@
+"""Export: a trained world model -> a model bundle of ONNX graphs (see :mod:`wmsim.bundle`)."""

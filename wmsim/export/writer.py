@@ -1,0 +1,280 @@
+"""``wmsim export``: a trained run -> a model bundle (see :mod:`wmsim.bundle`).
+
+The bundle is written into a temporary sibling directory and renamed into place
+at the end, so an interrupted export leaves no half bundle under the name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wmsim import __version__
+from wmsim.bundle import (
+    BATCH,
+    CONFIG,
+    FORMAT_VERSION,
+    GRAPHS,
+    SPEC,
+    START_CONTEXTS,
+    Bundle,
+    open_bundle,
+    sha256,
+)
+from wmsim.configs import from_dict
+from wmsim.errors import UserError
+from wmsim.export.graphs import (
+    EXAMPLE_BATCH,
+    OPSET,
+    DecodeGraph,
+    ObserveGraph,
+    StepGraph,
+    io_names,
+    round_to_float16,
+    store_float16,
+    to_onnx,
+)
+from wmsim.files import atomic_write_bytes, atomic_write_json, fsync_dir
+from wmsim.replay import Replay
+from wmsim.train.config import TrainConfig
+from wmsim.train.logs import read_metrics
+from wmsim.train.loop import load_run
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """Write a trained run as a model bundle: ONNX graphs, spec, start contexts, config."""
+
+    run: Path
+    """Run directory written by `wmsim train`."""
+    out: Path
+    """Bundle directory to write, NAME.wmsim; replaced if it exists and is a bundle."""
+    check: bool = False
+    """Run torch and onnxruntime side by side on real contexts and random actions and noise,
+    and fail on any mismatch."""
+    contexts: int = 64
+    """Start contexts to ship: the first frames of this many real episodes."""
+    data: Path | None = None
+    """Replay to take start contexts from (default: the one the run trained on)."""
+    weights: str = "float32"
+    """float32, or float16: weights rounded to half precision and stored so (half the size;
+    the graphs still compute in float32)."""
+
+
+def start_contexts(replay: Replay, context: int, count: int) -> dict[str, np.ndarray]:
+    """The first ``context`` steps of up to ``count`` episodes, evenly spread over the replay.
+
+    A dream env's reset should look like the real game's: the start of an episode.
+    """
+    from wmsim.train.evaluate import episode_windows
+
+    starts = replay.window_starts(context)
+    firsts = replay.gather(starts, 1, fields=("is_first",))["is_first"][:, 0]
+    chosen = episode_windows(replay, starts[firsts], context, count)
+    if len(chosen) == 0:
+        raise UserError(
+            f"{replay.directory} holds no episode start followed by {context} steps; "
+            "collect more with `wmsim collect`"
+        )
+    window = replay.gather(chosen, context, fields=("obs", "action", "is_first"))
+    return {
+        "frames": window["obs"],
+        "actions": window["action"][:, :-1].astype(np.int64),
+        "is_first": window["is_first"].astype(bool),
+    }
+
+
+def _info(name: str, x: torch.Tensor, batch_axis: bool = True) -> dict[str, Any]:
+    """A tensor's entry in spec.json; the batch axis is named, or left out of a state's shape."""
+    shape = [BATCH, *x.shape[1:]] if batch_axis else list(x.shape[1:])
+    return {"name": name, "shape": shape, "dtype": str(x.dtype).removeprefix("torch.")}
+
+
+def _training_summary(run: Path, saved: dict[str, Any]) -> dict[str, Any]:
+    evaluations = read_metrics(run, "eval")
+    return {
+        "preset": saved["config"]["preset"],
+        "steps": int(saved.get("step", 0)),
+        "data": saved["config"]["data"],
+        "seed": saved["config"]["seed"],
+        "held_out": {k: v for k, v in evaluations[-1].items() if k != "kind"}
+        if evaluations
+        else {},
+    }
+
+
+def build_graphs(
+    model: torch.nn.Module, contexts: dict[str, np.ndarray], weights: str = "float32"
+) -> dict[str, Any]:
+    """Export the three graphs of ``model``; returns name -> (onnx bytes, inputs, outputs, state).
+
+    The example inputs are real contexts (repeated to the example batch), their
+    state, a random action and noise.
+    """
+    rows = np.arange(EXAMPLE_BATCH) % len(contexts["frames"])
+    example = {k: torch.from_numpy(v[rows]) for k, v in contexts.items()}
+    with torch.no_grad():
+        state = model.observe(example["frames"], example["actions"], example["is_first"])
+        names = list(state)
+        action = torch.zeros(EXAMPLE_BATCH, dtype=torch.long)
+        noise = torch.rand(EXAMPLE_BATCH, *model.noise_shape)
+        latent = model.latent(state)
+    inputs = {
+        "observe": [example["frames"], example["actions"], example["is_first"]],
+        "step": [*(state[k] for k in names), action, noise],
+        "decode": [latent],
+    }
+    modules = {
+        "observe": ObserveGraph(model, names),
+        "step": StepGraph(model, names),
+        "decode": DecodeGraph(model),
+    }
+    graphs = {}
+    for name, (input_names, output_names) in io_names(names).items():
+        with torch.no_grad():
+            outputs = modules[name](*inputs[name])
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        # float16 storage needs the weights unfolded (see store_float16)
+        optimize = weights == "float32"
+        onnx = to_onnx(modules[name], inputs[name], input_names, output_names, optimize=optimize)
+        graphs[name] = {
+            "onnx": store_float16(onnx) if weights == "float16" else onnx,
+            "inputs": [_info(n, x) for n, x in zip(input_names, inputs[name], strict=True)],
+            "outputs": [_info(n, x) for n, x in zip(output_names, outputs, strict=True)],
+        }
+    graphs["state"] = [_info(k, v, batch_axis=False) for k, v in state.items()]
+    graphs["latent"] = _info("latent", latent, batch_axis=False)
+    return graphs
+
+
+def _model_summary(model: torch.nn.Module, config: TrainConfig) -> dict[str, Any]:
+    backbone = getattr(config.model, "backbone", None)
+    return {
+        "type": type(model).__name__,
+        "backbone": type(backbone).__name__ if backbone is not None else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "clips_rewards": bool(getattr(model, "clips_rewards", False)),
+        "life_loss_ends": bool(getattr(config.model, "life_loss_ends", False)),
+    }
+
+
+def write_bundle(
+    out: Path,
+    model: torch.nn.Module,
+    contexts: dict[str, np.ndarray],
+    *,
+    game: str,
+    actions: list[str],
+    env: dict[str, Any],
+    config: dict[str, Any],
+    training: dict[str, Any],
+    weights: str = "float32",
+) -> Bundle:
+    """Export ``model`` (eval mode, on the CPU) into a new bundle at ``out``; return it opened.
+
+    With ``weights="float16"`` the model's parameters are rounded in place first.
+    """
+    out = Path(out)
+    if out.exists() and not (out / SPEC).is_file():
+        raise UserError(f"{out} exists and is not a bundle; choose another --out")
+    if weights not in ("float32", "float16"):
+        raise UserError(f"--weights must be float32 or float16, got {weights!r}")
+    if weights == "float16":
+        round_to_float16(model)
+    graphs = build_graphs(model, contexts, weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's directories are owner-only
+    try:
+        for name in GRAPHS:
+            atomic_write_bytes(tmp / f"{name}.onnx", graphs[name]["onnx"])
+        _write_npz(tmp / START_CONTEXTS, contexts)
+        atomic_write_json(tmp / CONFIG, config)
+        latent = graphs["latent"]
+        low, high = model.latent_range
+        spec = {
+            "format": FORMAT_VERSION,
+            "wmsim": __version__,
+            "game": game,
+            "actions": list(actions),
+            "env": env,
+            "context": int(contexts["frames"].shape[1]),
+            "observation": {"shape": list(contexts["frames"].shape[2:]), "dtype": "uint8"},
+            "latent": {
+                "shape": latent["shape"],
+                "dtype": latent["dtype"],
+                "low": float(low),
+                "high": float(high),
+            },
+            "noise": {"shape": list(model.noise_shape), "dtype": "float32"},
+            "state": graphs["state"],
+            "model": _model_summary(model, from_dict(config["train"])),
+            "graphs": {
+                name: {
+                    "file": f"{name}.onnx",
+                    "inputs": graphs[name]["inputs"],
+                    "outputs": graphs[name]["outputs"],
+                }
+                for name in GRAPHS
+            },  # fmt: skip
+            "opset": OPSET,
+            "weights": weights,
+            "training": training,
+            "files": {p.name: sha256(p) for p in sorted(tmp.iterdir())},
+        }
+        atomic_write_json(tmp / SPEC, spec)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return open_bundle(out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def export_run(args: ExportArgs) -> Bundle:
+    """Export the run's checkpoint as a bundle at ``args.out`` (checked if ``args.check``)."""
+    if args.out.suffix != ".wmsim":
+        raise UserError(f"--out must name a NAME.wmsim directory, got {args.out.name!r}")
+    if args.contexts < 1:
+        raise UserError("--contexts must be positive")
+    model, saved = load_run(args.run, torch.device("cpu"))
+    config = saved["config"]
+    train: TrainConfig = from_dict(config["train"])
+    replay = Replay(args.data or Path(config["data"]))
+    if replay.env["game"] != config["game"]:
+        raise UserError(
+            f"{args.run} models {config['game']}, but {replay.directory} holds {replay.env['game']}"
+        )
+    contexts = start_contexts(replay, train.context, args.contexts)
+    bundle = write_bundle(
+        args.out, model, contexts,
+        game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
+        config=config, training=_training_summary(args.run, saved), weights=args.weights,
+    )  # fmt: skip
+    if args.check:
+        from wmsim.export.check import check_against_torch
+
+        check_against_torch(bundle, model)
+    return bundle
