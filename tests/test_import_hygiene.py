@@ -20,8 +20,15 @@ def test_no_torch(package):
 
 
 def test_import_wmsim_is_light():
+    # gymnasium is allowed: importing wmsim registers the dream envs
     loaded = modules_after("import wmsim")
-    assert not loaded & {"torch", "ale_py", "cv2", "gymnasium", "tyro"}
+    assert not loaded & {"torch", "ale_py", "cv2", "tyro", "onnxruntime"}
+    assert "wmsim_client" not in loaded  # registered by name, imported by gymnasium.make
+
+
+def test_dream_env_modules_import_no_torch_and_no_runtime_until_an_env_is_made():
+    loaded = modules_after("import wmsim_client, wmsim_client.env, wmsim_client.vector")
+    assert not loaded & {"torch", "onnxruntime", "stable_baselines3"}
 
 
 def test_collection_and_replay_need_no_torch():
@@ -31,6 +38,7 @@ def test_collection_and_replay_need_no_torch():
 
 def test_models_know_nothing_of_replay_training_export_or_serving():
     loaded = modules_after("import wmsim.model, wmsim.model.backbones")
+    loaded -= modules_after("import wmsim")  # wmsim.games, for the env registrations
     ours = {name for name in loaded if name.startswith(("wmsim", "wmsim_"))}
     allowed = ("wmsim.model", "wmsim.errors")
     assert {name for name in ours if name != "wmsim" and not name.startswith(allowed)} == set()

@@ -1,0 +1,216 @@
+"""DreamEnv: one dream of a learned Atari simulator as a ``gymnasium.Env``.
+
+The env owns the randomness and the simulator owns the model. Every step draws
+the step's noise and then one uniform number from ``self.np_random``, always
+both and in that order, so a seed reproduces a trajectory however its episode
+ends. The episode terminates when that number is at least the model's continue
+probability; it is truncated only by a step limit, never by the model.
+:class:`wmsim_client.vector.DreamVectorEnv` draws the same numbers per sub-env,
+so one vector env of N dreams the same as N single envs seeded s, s + 1, ...
+
+The helpers below (option checks, spaces, actions, opening a simulator) are
+shared with the vector env. Nothing here imports onnxruntime or torch: the
+runtime is imported when a local simulator is built.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from wmsim.errors import UserError
+from wmsim.store import resolve_model
+from wmsim_client.simulator import OBS_TYPES, LocalSimulator, Simulator
+
+RENDER_MODES = ("rgb_array",)
+RENDER_FPS = 15
+"""Agent steps per second: Atari's 60 frames per second with the bundles' frame skip of 4."""
+
+
+def check_options(obs_type: str, render_mode: str | None, max_episode_steps: int | None) -> None:
+    """Reject bad constructor options before any model is loaded.
+
+    Raises:
+        ValueError: naming the option, the value given and the values allowed.
+    """
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(
+            f"render_mode must be None or one of {', '.join(RENDER_MODES)}, got {render_mode!r} "
+            "(for a window, wrap the env in gymnasium.wrappers.HumanRendering)"
+        )
+    if max_episode_steps is not None and (
+        isinstance(max_episode_steps, bool)
+        or not isinstance(max_episode_steps, int | np.integer)
+        or max_episode_steps < 1
+    ):
+        raise ValueError(
+            f"max_episode_steps must be None or a positive int, got {max_episode_steps!r}"
+        )
+
+
+def open_simulator(
+    *,
+    game: str,
+    model: str | os.PathLike | None,
+    num_rows: int,
+    obs_type: str,
+    render_mode: str | None,
+    device: str,
+    threads: int | None,
+    simulator: Simulator | None,
+) -> Simulator:
+    """The given simulator after checking it fits, else a LocalSimulator of ``game``'s bundle.
+
+    Raises:
+        ValueError: the given simulator has another row count or observation type.
+        wmsim.errors.UserError: there is no bundle for ``game``, or the bundle is of another game.
+    """
+    if simulator is not None:
+        if simulator.num_rows != num_rows or simulator.obs_type != obs_type:
+            raise ValueError(
+                f"the simulator has {simulator.num_rows} rows of {simulator.obs_type} "
+                f"observations; this env needs {num_rows} of {obs_type}"
+            )
+        if simulator.spec["game"] != game:
+            raise UserError(f"the simulator dreams {simulator.spec['game']}, not {game}")
+        return simulator
+    path = resolve_model(game, model)
+    render = render_mode == "rgb_array"
+    built = LocalSimulator(
+        path, num_rows, obs_type=obs_type, device=device, threads=threads, render=render
+    )
+    if built.spec["game"] != game:  # e.g. WMSIM_MODEL names one game's model for all
+        built.close()
+        raise UserError(
+            f"{path} is a model of {built.spec['game']}, not {game}; pass "
+            f"game={built.spec['game']!r} or a model of {game}"
+        )
+    return built
+
+
+def observation_space(spec: dict[str, Any], obs_type: str) -> spaces.Box:
+    """One observation's space: the frame (pixels) or the model's latent, from the bundle spec."""
+    if obs_type == "pixels":
+        frame = spec["observation"]
+        return spaces.Box(0, 255, tuple(frame["shape"]), np.dtype(frame["dtype"]))
+    latent = spec["latent"]
+    low = -np.inf if latent.get("low") is None else latent["low"]
+    high = np.inf if latent.get("high") is None else latent["high"]
+    return spaces.Box(low, high, tuple(latent["shape"]), np.dtype(latent["dtype"]))
+
+
+def action_index(action: Any, num_actions: int) -> int:
+    """One action as a Python int after checking it is an integer in [0, num_actions).
+
+    Raises:
+        ValueError: the action is no integer, or out of range.
+    """
+    array = np.asarray(action)
+    if array.shape != () or isinstance(action, bool) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"an action is an int in [0, {num_actions}), got {action!r}")
+    if not 0 <= int(array) < num_actions:
+        raise ValueError(f"an action is an int in [0, {num_actions}), got {int(array)}")
+    return int(array)
+
+
+class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
+    """One dreamed Atari game: observations, rewards and episode ends from a world model.
+
+    Args:
+        game: the game, CamelCase as in ``wmsim.games.ATARI_100K``.
+        model: a bundle path or a name in the model store; None takes ``WMSIM_MODEL``, the
+            store, then the bundle shipped with wmsim (see :func:`wmsim.store.resolve_model`).
+        obs_type: ``"pixels"`` for (H, W, 3) uint8 frames, ``"latent"`` for the model's latents.
+        render_mode: None or ``"rgb_array"`` (the current frame, also for latent observations).
+        device: where onnxruntime runs the model: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        threads: onnxruntime intra-op threads (default: one per core).
+        max_episode_steps: truncate episodes after this many steps. Usually None: the
+            registered ids get gymnasium's TimeLimit instead.
+        simulator: a ready simulator of one row to drive, such as a remote one; ``model``,
+            ``device`` and ``threads`` are then unused.
+    """
+
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
+
+    def __init__(
+        self,
+        *,
+        game: str = "Breakout",
+        model: str | os.PathLike | None = None,
+        obs_type: str = "pixels",
+        render_mode: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        max_episode_steps: int | None = None,
+        simulator: Simulator | None = None,
+    ):
+        check_options(obs_type, render_mode, max_episode_steps)
+        self.simulator: Simulator | None = open_simulator(
+            game=game, model=model, num_rows=1, obs_type=obs_type, render_mode=render_mode,
+            device=device, threads=threads, simulator=simulator,
+        )  # fmt: skip
+        spec = self.simulator.spec
+        self.game, self.obs_type, self.render_mode = game, obs_type, render_mode
+        self.max_episode_steps = max_episode_steps
+        self.observation_space = observation_space(spec, obs_type)
+        self.action_space = spaces.Discrete(len(spec["actions"]))
+        self.action_meanings = [str(a) for a in spec["actions"]]
+        self._noise_shape = tuple(spec["noise"]["shape"])
+        self._row = np.zeros(1, np.int64)
+        self._elapsed: int | None = None  # steps since the last reset; None before the first
+
+    def get_action_meanings(self) -> list[str]:
+        """What each action index does, as ALE names it (``NOOP``, ``FIRE``, ...)."""
+        return list(self.action_meanings)
+
+    def _live(self) -> Simulator:
+        if self.simulator is None:
+            raise RuntimeError("this env is closed")
+        return self.simulator
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode at a start context drawn from ``np_random``; info holds its index."""
+        super().reset(seed=seed)
+        simulator = self._live()
+        context = self.np_random.integers(simulator.num_contexts)
+        obs = simulator.reset(self._row, np.array([context], np.int64))[0]
+        self._elapsed = 0
+        return obs, {"context": int(context)}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Dream one step; info holds the model's continue probability."""
+        simulator = self._live()
+        if self._elapsed is None:
+            raise RuntimeError("call reset() before step()")
+        index = action_index(action, int(self.action_space.n))
+        # always both draws, in this order: the stream stays the same whatever happens
+        noise = self.np_random.random(self._noise_shape, dtype=np.float32)[None]
+        uniform = self.np_random.random()
+        obs, reward, cont = simulator.step(self._row, np.array([index], np.int64), noise)
+        self._elapsed += 1
+        # compared in float64, as the vector env does: a float32 comparison could flip an end
+        terminated = bool(uniform >= float(cont[0]))
+        limit = self.max_episode_steps
+        truncated = limit is not None and self._elapsed >= limit
+        return obs[0], float(reward[0]), terminated, truncated, {"continue": float(cont[0])}
+
+    def render(self) -> np.ndarray | None:
+        """The current frame (H, W, 3) uint8 in ``"rgb_array"`` mode, else None."""
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() needs render_mode='rgb_array' at construction")
+            return None
+        return self._live().frames(self._row)[0]
+
+    def close(self) -> None:
+        """Release the simulator; closing again does nothing."""
+        if self.simulator is not None:
+            self.simulator.close()
+            self.simulator = None

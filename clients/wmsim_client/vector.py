@@ -1,0 +1,296 @@
+"""DreamVectorEnv: N dreams of a learned Atari simulator stepped in one batched call.
+
+It is the native vector env of the ``wmsim/<Game>-dream-v0`` ids
+(``gymnasium.make_vec`` builds it through the ``vector_entry_point``) and equals
+N :class:`wmsim_client.env.DreamEnv` step for step: each sub-env keeps its own
+random generator, seeded and drawn from exactly as a single env's ``np_random``
+(the context index at a reset; the step's noise, then one uniform number for the
+end decision, at every step). The autoreset modes follow gymnasium's
+``SyncVectorEnv``, infos included.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from gymnasium import logger, spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from wmsim_client.env import (
+    RENDER_FPS,
+    RENDER_MODES,
+    check_options,
+    observation_space,
+    open_simulator,
+)
+from wmsim_client.simulator import Simulator
+
+
+def autoreset_mode_of(mode: AutoresetMode | str) -> AutoresetMode:
+    """An AutoresetMode from a member or its value (``"NextStep"``, ``"SameStep"``, ``"Disabled"``).
+
+    Raises:
+        ValueError: naming the modes allowed.
+    """
+    try:
+        return mode if isinstance(mode, AutoresetMode) else AutoresetMode(mode)
+    except ValueError:
+        names = ", ".join(repr(m.value) for m in AutoresetMode)
+        raise ValueError(
+            f"autoreset_mode must be an AutoresetMode or one of {names}, got {mode!r}"
+        ) from None
+
+
+def check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    """A partial reset's mask, checked as SyncVectorEnv checks it.
+
+    Raises:
+        TypeError: it is no numpy array, or not of dtype bool.
+        ValueError: its shape is not (num_envs,), or it selects no sub-env.
+    """
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"options['reset_mask'] must be a numpy array, got {type(mask).__name__}")
+    if mask.shape != (num_envs,):
+        raise ValueError(f"options['reset_mask'] must have shape ({num_envs},), got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"options['reset_mask'] must have dtype bool, got {mask.dtype}")
+    if not mask.any():
+        raise ValueError("options['reset_mask'] selects no sub-env: give at least one True")
+    return mask
+
+
+class DreamVectorEnv(VectorEnv):
+    """N dreamed Atari games in one simulator; see the module docstring.
+
+    Args:
+        num_envs: sub-envs (dream rows).
+        game, model, obs_type, render_mode, device, threads: as for
+            :class:`wmsim_client.env.DreamEnv`.
+        max_episode_steps: truncate each episode after this many steps (``make_vec``
+            passes the registration's limit here); None for no limit.
+        autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
+        simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
+            and ``threads`` are then unused.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        game: str = "Breakout",
+        model: str | os.PathLike | None = None,
+        obs_type: str = "pixels",
+        render_mode: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        max_episode_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        simulator: Simulator | None = None,
+    ):
+        self.closed = True  # until the simulator is open: nothing for close() to do
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.autoreset_mode = autoreset_mode_of(autoreset_mode)
+        check_options(obs_type, render_mode, max_episode_steps)
+        self.simulator: Simulator | None = open_simulator(
+            game=game, model=model, num_rows=int(num_envs), obs_type=obs_type,
+            render_mode=render_mode, device=device, threads=threads, simulator=simulator,
+        )  # fmt: skip
+        self.closed = False
+        spec = self.simulator.spec
+        self.num_envs, self.game, self.obs_type = int(num_envs), game, obs_type
+        self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
+        self.metadata = {
+            "render_modes": list(RENDER_MODES),
+            "render_fps": RENDER_FPS,
+            "autoreset_mode": self.autoreset_mode,
+        }
+        self.single_observation_space = observation_space(spec, obs_type)
+        self.single_action_space = spaces.Discrete(len(spec["actions"]))
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_meanings = [str(a) for a in spec["actions"]]
+        self._noise_shape = tuple(spec["noise"]["shape"])
+        # one generator per sub-env, from fresh entropy until a seeded reset replaces it
+        self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        space = self.single_observation_space
+        self._obs = np.zeros((self.num_envs, *space.shape), space.dtype)  # the last observations
+        self._elapsed = np.zeros(self.num_envs, np.int64)  # steps since each sub-env's reset
+        self._ended = np.zeros(self.num_envs, bool)  # its last step ended its episode
+        self._unset = np.ones(self.num_envs, bool)  # never reset: no state to step yet
+
+    def get_action_meanings(self) -> list[str]:
+        """What each action index does, as ALE names it (``NOOP``, ``FIRE``, ...)."""
+        return list(self.action_meanings)
+
+    def _live(self) -> Simulator:
+        if self.simulator is None:
+            raise RuntimeError("this env is closed")
+        return self.simulator
+
+    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"a list of seeds needs one per sub-env ({self.num_envs}): {seeds}")
+        return seeds
+
+    def reset(
+        self,
+        *,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env, or those in ``options["reset_mask"]``.
+
+        Args:
+            seed: None keeps each sub-env's generator; an int ``s`` seeds sub-env i with
+                ``s + i``, as gymnasium's vector envs do; a list gives one seed (or None) each.
+            options: ``{"reset_mask": bool array (num_envs,)}`` resets only those sub-envs.
+
+        Returns:
+            The observations of all sub-envs (num_envs, ...) and the reset sub-envs'
+            infos: ``"context"``, the index of each one's start context.
+        """
+        simulator = self._live()
+        seeds = self._seeds(seed)
+        mask = np.ones(self.num_envs, bool)
+        if options is not None and "reset_mask" in options:
+            mask = check_reset_mask(options["reset_mask"], self.num_envs)
+        if isinstance(seed, int | np.integer):
+            super().reset(seed=int(seed))  # the vector env's own np_random, unused by the dreams
+        for i in np.flatnonzero(mask):
+            if seeds[i] is not None:
+                # exactly the generator gymnasium.Env.reset(seed=seeds[i]) would make
+                self._rngs[i] = seeding.np_random(seeds[i])[0]
+        infos: dict[str, Any] = {}
+        self._reset_rows(simulator, np.flatnonzero(mask), infos)
+        return self._obs.copy(), infos
+
+    def _reset_rows(self, simulator: Simulator, rows: np.ndarray, infos: dict[str, Any]) -> None:
+        """Reset ``rows`` to start contexts drawn from their generators; add their infos."""
+        if len(rows) == 0:
+            return
+        contexts = np.array([self._rngs[i].integers(simulator.num_contexts) for i in rows])
+        self._obs[rows] = simulator.reset(rows, contexts)
+        self._elapsed[rows], self._ended[rows], self._unset[rows] = 0, False, False
+        self._add_rows(infos, "context", rows, contexts, np.int64)
+
+    def _add_rows(self, infos: dict, key: str, rows: np.ndarray, values: Any, dtype: Any) -> None:
+        """Put ``values`` for ``rows`` under ``key`` and set its ``_key`` mask (cf. ``_add_info``).
+
+        The dtypes are those ``_add_info`` gives Python scalars: int64 and float64.
+        """
+        if len(rows) == 0:
+            return
+        if key not in infos:
+            infos[key] = np.zeros(self.num_envs, dtype)
+            infos[f"_{key}"] = np.zeros(self.num_envs, bool)
+        infos[key][rows] = values
+        infos[f"_{key}"][rows] = True
+
+    def _draw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the noise and then the end decision's uniform number, as DreamEnv.step draws."""
+        noise = np.empty((len(rows), *self._noise_shape), np.float32)
+        uniform = np.empty(len(rows), np.float64)
+        for k, i in enumerate(rows):
+            noise[k] = self._rngs[i].random(self._noise_shape, dtype=np.float32)
+            uniform[k] = self._rngs[i].random()
+        return noise, uniform
+
+    def _check_step(self, actions: Any) -> np.ndarray:
+        if self._unset.any():
+            unset = np.flatnonzero(self._unset).tolist()
+            raise RuntimeError(f"call reset() before step() (sub-envs {unset} were never reset)")
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._ended.any():
+            raise RuntimeError(
+                f"sub-envs {np.flatnonzero(self._ended).tolist()} ended and autoreset is "
+                "disabled: reset them with reset(options={'reset_mask': mask}) first"
+            )
+        n = int(self.single_action_space.n)
+        array = np.asarray(actions)
+        if array.shape != (self.num_envs,) or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"actions must be {self.num_envs} ints in [0, {n}), got {array.dtype} {array.shape}"
+            )
+        if ((array < 0) | (array >= n)).any():
+            raise ValueError(f"actions must be ints in [0, {n}), got {array.tolist()}")
+        return array.astype(np.int64)
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every sub-env (NEXT_STEP: reset those whose last step ended) in one batched call.
+
+        Args:
+            actions: (num_envs,) ints in ``[0, single_action_space.n)``.
+
+        Returns:
+            obs (num_envs, ...), rewards (num_envs,) float64, terminations and truncations
+            (num_envs,) bool, and infos: ``"continue"`` (the continue probability) for
+            stepped sub-envs, ``"context"`` for reset ones, and in SAME_STEP mode
+            ``"final_obs"``/``"final_info"`` for the sub-envs whose episode ended.
+        """
+        simulator, actions = self._live(), self._check_step(actions)
+        rewards = np.zeros(self.num_envs, np.float64)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        infos: dict[str, Any] = {}
+        resetting = np.flatnonzero(self._ended)  # NEXT_STEP only: DISABLED refused them
+        rows = np.flatnonzero(~self._ended)
+        cont = np.zeros(0, np.float64)
+        if len(rows):
+            noise, uniform = self._draw(rows)
+            obs, reward, cont = simulator.step(rows, actions[rows], noise)
+            self._obs[rows] = obs
+            self._elapsed[rows] += 1
+            rewards[rows] = reward
+            cont = np.asarray(cont, np.float64)
+            terminated[rows] = uniform >= cont
+            if self.max_episode_steps is not None:
+                truncated[rows] = self._elapsed[rows] >= self.max_episode_steps
+        ended = terminated | truncated
+        self._reset_rows(simulator, resetting, infos)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+            self._final(infos, np.flatnonzero(ended), rows, cont)
+            self._reset_rows(simulator, np.flatnonzero(ended), infos)
+            ended[:] = False
+        else:
+            self._add_rows(infos, "continue", rows, cont, np.float64)
+        self._ended = ended
+        return self._obs.copy(), rewards, terminated, truncated, infos
+
+    def _final(self, infos: dict, ended: np.ndarray, rows: np.ndarray, cont: np.ndarray) -> None:
+        """SAME_STEP: the ended sub-envs' last obs and info, laid out as SyncVectorEnv does."""
+        final_obs = np.full(self.num_envs, None, object)
+        for i in ended:
+            final_obs[i] = self._obs[i].copy()
+        final_info: dict[str, Any] = {}
+        in_ended = np.isin(rows, ended)
+        self._add_rows(final_info, "continue", rows[in_ended], cont[in_ended], np.float64)
+        mask = np.zeros(self.num_envs, bool)
+        mask[ended] = True
+        infos.update(final_obs=final_obs, _final_obs=mask, final_info=final_info)
+        infos["_final_info"] = mask.copy()
+        # an ended sub-env's own info is its reset info, as SyncVectorEnv gives it
+        self._add_rows(infos, "continue", rows[~in_ended], cont[~in_ended], np.float64)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each sub-env's current frame (H, W, 3) uint8, as a tuple like SyncVectorEnv's."""
+        if self.render_mode is None:
+            logger.warn("render() needs render_mode='rgb_array' at construction")
+            return None
+        return tuple(self._live().frames(np.arange(self.num_envs)))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Release the simulator."""
+        if self.simulator is not None:
+            self.simulator.close()
+            self.simulator = None

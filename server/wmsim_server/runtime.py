@@ -1,0 +1,241 @@
+"""A bundle's graphs in onnxruntime, and a state arena of dream rows on them.
+
+:class:`Graphs` holds one session per graph and calls them by name.
+:class:`Runtime` adds what a simulator needs: a preallocated arena of
+``capacity`` rows of state (one per dream env), the states of the bundle's
+start contexts computed once (a reset is a copy), and steps over any subset
+of rows, batched into one graph call.
+
+Providers: ``device="auto"`` takes CUDA when onnxruntime-gpu is installed and
+sees a GPU, else the CPU, quietly: probing for CUDA on a CPU machine prints
+nothing. The arena lives in host memory; on CUDA onnxruntime copies the stepped
+rows' state to the device and back in each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from wmsim.bundle import BATCH, GRAPHS, STATE_IN, Bundle, BundleError, open_bundle
+
+DEVICES = ("auto", "cpu", "cuda")
+START_BATCH = 64
+"""Start contexts observed per call when the start states are computed."""
+
+
+def _options(threads: int | None, quiet: bool) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = 4 if quiet else 3  # errors only; fatal only while probing
+    if threads:
+        options.intra_op_num_threads = threads
+    # the cores are shared with the RL library, gRPC and numpy: no busy-waiting between calls
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _session(model: bytes | str, device: str, threads: int | None) -> ort.InferenceSession:
+    """An onnxruntime session on ``device`` (auto, cpu, cuda)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    cpu = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        # variable batch sizes: heuristic algorithm search, not exhaustive per new shape
+        cuda = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), *cpu]
+        session = ort.InferenceSession(model, _options(threads, True), providers=cuda)
+        if "CUDAExecutionProvider" in session.get_providers():
+            return session
+    if device == "cuda":
+        raise BundleError(
+            "device 'cuda' asked for, but onnxruntime has no working CUDA provider here "
+            f"(available: {', '.join(ort.get_available_providers())}); install wmsim[gpu] "
+            "(onnxruntime-gpu, never together with onnxruntime) on a machine with a GPU"
+        )
+    return ort.InferenceSession(model, _options(threads, False), providers=cpu)
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
+    "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+    "tensor(float16)": "float16",
+}  # fmt: skip
+
+
+def check_graphs(bundle: Bundle, sessions: Mapping[str, ort.InferenceSession]) -> None:
+    """Each session's inputs and outputs match the spec's names, dtypes and shapes, in order.
+
+    Raises:
+        BundleError: naming the graph and the tensor that differ.
+    """
+    for name, session in sessions.items():
+        for side, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+            expected = bundle.io(name, side)
+            if [a.name for a in actual] != list(expected):
+                raise BundleError(
+                    f"{bundle.graph(name)} has {side} {[a.name for a in actual]}, but the spec "
+                    f"says {list(expected)}; export the bundle again with `wmsim export`"
+                )
+            for a in actual:
+                info = expected[a.name]
+                shape = [d if isinstance(d, int) else BATCH for d in a.shape]
+                if _ORT_TYPES.get(a.type) != info.dtype or shape != list(info.shape):
+                    raise BundleError(
+                        f"{bundle.graph(name)}: {a.name} is {a.type} {a.shape}, but the spec "
+                        f"says {info.dtype} {list(info.shape)}; export the bundle again"
+                    )
+
+
+class Graphs:
+    """The bundle's observe, step and decode graphs as onnxruntime sessions.
+
+    Args:
+        bundle: an opened bundle, or its path.
+        device: auto, cpu or cuda (see the module docstring).
+        threads: intra-op threads per session (default: onnxruntime's, one per core).
+        decode: load the decode graph (latent-only clients skip it).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        decode: bool = True,
+    ):
+        self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
+        names = GRAPHS if decode else ("observe", "step")
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        for name in names:
+            try:
+                self.sessions[name] = _session(str(self.bundle.graph(name)), device, threads)
+            except BundleError:
+                raise
+            except Exception as error:  # onnxruntime raises its own types for bad graphs
+                raise BundleError(
+                    f"{self.bundle.graph(name)} cannot be loaded by onnxruntime ({error}); "
+                    "export the bundle again with `wmsim export`"
+                ) from None
+        check_graphs(self.bundle, self.sessions)
+        self.state_names = self.bundle.state_names
+        providers = self.sessions["step"].get_providers()
+        self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+
+    def observe(
+        self, frames: np.ndarray, actions: np.ndarray, is_first: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Real contexts (B, C, H, W, 3), (B, C - 1), (B, C) -> (state, latent (B, ...))."""
+        feed = {"frames": frames, "actions": actions.astype(np.int64), "is_first": is_first}
+        *state, latent = self.sessions["observe"].run(None, feed)
+        return dict(zip(self.state_names, state, strict=True)), latent
+
+    def step(
+        self, state: Mapping[str, np.ndarray], action: np.ndarray, noise: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """One dreamed step of B rows -> (next state, reward (B,), continue (B,), latent)."""
+        feed = {STATE_IN + k: state[k] for k in self.state_names}
+        feed["action"], feed["noise"] = action.astype(np.int64), noise.astype(np.float32)
+        outputs = self.sessions["step"].run(None, feed)
+        count = len(self.state_names)
+        reward, cont, latent = outputs[count:]
+        return dict(zip(self.state_names, outputs[:count], strict=True)), reward, cont, latent
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        """Latents (B, ...) -> frames (B, H, W, 3) uint8."""
+        if "decode" not in self.sessions:
+            raise RuntimeError("these graphs were loaded with decode=False")
+        return self.sessions["decode"].run(None, {"latent": latent})[0]
+
+
+class Runtime:
+    """Dream rows on a bundle's graphs: a state arena of ``capacity`` rows.
+
+    Rows are addressed by index. :meth:`reset` puts rows at the start of given
+    start contexts; :meth:`step` advances any subset of rows by one step in one
+    graph call. Same arguments give the same results: all randomness comes in
+    as the ``noise`` argument.
+
+    Args:
+        bundle: an opened bundle, or its path.
+        capacity: rows in the arena.
+        device, threads, decode: as for :class:`Graphs`.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        capacity: int,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        decode: bool = True,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.graphs = Graphs(bundle, device=device, threads=threads, decode=decode)
+        self.bundle, self.capacity = self.graphs.bundle, capacity
+        spec = self.bundle.spec
+        state = self.bundle.state
+        self.arena = {k: np.zeros((capacity, *t.shape), t.dtype) for k, t in state.items()}
+        self.latents = np.zeros((capacity, *spec["latent"]["shape"]), spec["latent"]["dtype"])
+        contexts = self.bundle.start_contexts()
+        self.start_frames = contexts["frames"][:, -1]  # (N, H, W, 3): what a reset shows
+        self.start_states, self.start_latents = self._observe_all(contexts)
+
+    @property
+    def num_contexts(self) -> int:
+        """Start contexts a reset may choose from."""
+        return len(self.start_frames)
+
+    def _observe_all(self, contexts):
+        states, latents = [], []
+        for i in range(0, len(contexts["frames"]), START_BATCH):
+            part = {k: v[i : i + START_BATCH] for k, v in contexts.items()}
+            state, latent = self.graphs.observe(part["frames"], part["actions"], part["is_first"])
+            states.append(state)
+            latents.append(latent)
+        names = self.graphs.state_names
+        return {k: np.concatenate([s[k] for s in states]) for k in names}, np.concatenate(latents)
+
+    def _all(self, rows: np.ndarray) -> bool:
+        return len(rows) == self.capacity and bool((rows == np.arange(self.capacity)).all())
+
+    def reset(self, rows: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """Put ``rows`` at the end of start contexts ``contexts``; return their latents (n, ...)."""
+        rows, contexts = np.asarray(rows, np.int64), np.asarray(contexts, np.int64)
+        for k, array in self.arena.items():
+            array[rows] = self.start_states[k][contexts]
+        self.latents[rows] = self.start_latents[contexts]
+        return self.latents[rows]
+
+    def step(
+        self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance ``rows`` by ``actions`` (n,) with ``noise`` (n, *noise shape) in one call.
+
+        Returns:
+            reward (n,), continue probability (n,), latent (n, ...) of the new frames.
+        """
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            empty = np.zeros(0, np.float32)
+            return empty, empty, self.latents[:0]
+        everything = self._all(rows)
+        state = self.arena if everything else {k: v[rows] for k, v in self.arena.items()}
+        state, reward, cont, latent = self.graphs.step(state, actions, noise)
+        if everything:
+            self.arena = state  # the outputs are fresh arrays: no copy back
+            self.latents = latent
+        else:
+            for k, array in self.arena.items():
+                array[rows] = state[k]
+            self.latents[rows] = latent
+        return reward, cont, latent
+
+    def frames(self, rows: np.ndarray) -> np.ndarray:
+        """Decode the current frames of ``rows`` -> (n, H, W, 3) uint8."""
+        rows = np.asarray(rows, np.int64)
+        return self.graphs.decode(self.latents[rows])

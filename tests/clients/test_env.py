@@ -1,0 +1,191 @@
+"""DreamEnv: gymnasium's and SB3's checkers, types, seeding, episode ends and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from wmsim_client import DreamEnv
+
+from wmsim.errors import UserError
+
+ID = "wmsim/Breakout-dream-v0"
+
+
+def rollout(env, seed, steps=30):
+    obs, info = env.reset(seed=seed)
+    trajectory = [(obs, info["context"])]
+    for t in range(steps):
+        obs, reward, terminated, truncated, info = env.step(t % env.action_space.n)
+        trajectory.append((obs, reward, terminated, truncated, info["continue"]))
+        if terminated or truncated:
+            obs, info = env.reset()
+            trajectory.append((obs, info["context"]))
+    return trajectory
+
+
+def same(a, b):
+    return all(
+        all(np.array_equal(x, y) for x, y in zip(p, q, strict=True))
+        for p, q in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize("obs_type", ["pixels", "latent"])
+def test_gymnasium_check_env_passes_without_warnings(obs_type):
+    from gymnasium.utils.env_checker import check_env
+
+    env = gymnasium.make(ID, obs_type=obs_type)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    env.close()
+
+
+@pytest.mark.parametrize("obs_type", ["pixels", "latent"])
+def test_sb3_check_env_passes_without_warnings(obs_type):
+    from stable_baselines3.common.env_checker import check_env
+
+    env = gymnasium.make(ID, obs_type=obs_type)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    assert [str(w.message) for w in caught] == []
+    env.close()
+
+
+def test_spaces_and_python_types():
+    env = gymnasium.make(ID, render_mode="rgb_array")
+    assert env.observation_space == gymnasium.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert env.action_space == gymnasium.spaces.Discrete(4)
+    assert env.spec.max_episode_steps == 1000 and not env.spec.nondeterministic
+    assert env.unwrapped.get_action_meanings() == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    obs, info = env.reset(seed=0)
+    assert obs in env.observation_space and type(info["context"]) is int
+    for _ in range(5):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert obs in env.observation_space
+        assert type(reward) is float and type(terminated) is bool and type(truncated) is bool
+        assert type(info["continue"]) is float and 0 <= info["continue"] <= 1
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame, obs)  # pixels: the render is the observation
+    env.close()
+    env.close()
+
+
+def test_latent_observations_render_frames():
+    env = DreamEnv(obs_type="latent", render_mode="rgb_array")
+    spec = env.simulator.spec["latent"]
+    assert env.observation_space.shape == tuple(spec["shape"])
+    assert env.observation_space.dtype == np.dtype(spec["dtype"])
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    obs, *_ = env.step(1)
+    assert obs in env.observation_space
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    env.close()
+
+
+def test_a_seed_reproduces_a_trajectory_and_another_seed_does_not():
+    env = gymnasium.make(ID, max_episode_steps=4)
+    first, again, other = rollout(env, 5), rollout(env, 5), rollout(env, 6)
+    assert same(first, again)
+    assert not same(first, other)
+    env.close()
+
+
+def test_the_continue_probability_decides_termination(fake_simulator):
+    def ends(cont, steps=400):
+        env = DreamEnv(simulator=fake_simulator(1, cont))
+        env.reset(seed=0)
+        return np.mean([env.step(0)[2] for _ in range(steps)])
+
+    assert ends(1.0) == 0 and ends(0.0) == 1
+    assert 0.6 < ends(0.3) < 0.8  # terminates with probability 1 - continue
+
+
+def test_every_step_draws_the_same_random_numbers_however_it_ends(fake_simulator):
+    states = []
+    for cont in (0.0, 1.0):
+        env = DreamEnv(simulator=fake_simulator(1, cont))
+        env.reset(seed=3)
+        env.step(0)
+        states.append(env.np_random.bit_generator.state)
+    assert states[0] == states[1]
+
+
+def test_max_episode_steps_truncates_inside_the_env(fake_simulator):
+    env = DreamEnv(simulator=fake_simulator(1, 1.0), max_episode_steps=3)
+    env.reset(seed=0)
+    assert [env.step(0)[3] for _ in range(3)] == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"obs_type": "rgb"}, "obs_type must be one of pixels, latent"),
+        ({"render_mode": "human"}, "render_mode must be None or one of rgb_array"),
+        ({"max_episode_steps": 0}, "max_episode_steps must be None or a positive int"),
+    ],
+)
+def test_bad_options_are_refused_before_loading(options, message):
+    with pytest.raises(ValueError, match=message):
+        DreamEnv(**options)
+
+
+@pytest.mark.parametrize("action", [4, -1, 1.0, "1", [1], True])
+def test_bad_actions_name_the_valid_range(fake_simulator, action):
+    env = DreamEnv(simulator=fake_simulator(1))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"an action is an int in \[0, 4\)"):
+        env.step(action)
+
+
+def test_stepping_before_reset_or_after_close_is_an_error(fake_simulator):
+    env = DreamEnv(simulator=fake_simulator(1))
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.close()
+    assert env.simulator is None
+    with pytest.raises(RuntimeError, match="closed"):
+        env.reset()
+
+
+def test_an_injected_simulator_must_fit(fake_simulator):
+    with pytest.raises(ValueError, match="2 rows"):
+        DreamEnv(simulator=fake_simulator(2))
+    with pytest.raises(UserError, match="dreams Breakout, not Pong"):
+        DreamEnv(game="Pong", simulator=fake_simulator(1))
+
+
+def test_a_game_without_a_model_names_the_commands_that_make_one():
+    with pytest.raises(UserError, match="wmsim export"):
+        gymnasium.make("wmsim/Pong-dream-v0")
+
+
+def test_a_model_of_another_game_is_refused():
+    with pytest.raises(UserError, match="is a model of Breakout, not Pong"):
+        gymnasium.make("wmsim/Pong-dream-v0", model="Breakout")
+
+
+def test_make_works_in_a_fresh_process_without_importing_wmsim(tmp_path):
+    code = (
+        "import gymnasium\n"
+        "env = gymnasium.make('wmsim:wmsim/Breakout-dream-v0')\n"
+        "obs, info = env.reset(seed=0)\n"
+        "print(type(env.unwrapped).__name__, obs.shape, env.step(0)[1:4])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WMSIM_MODEL"}
+    env["WMSIM_HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.startswith("DreamEnv (64, 64, 3) (")

@@ -1,0 +1,87 @@
+"""The runtime: a state arena over the bundle's graphs; any subset of rows steps in one call."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wmsim.store import EMBEDDED
+from wmsim_server.runtime import Graphs, Runtime
+
+DEFAULT = EMBEDDED / "Breakout.wmsim"
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return Runtime(DEFAULT, 6, device="cpu", threads=1)
+
+
+def noise(runtime, n, seed):
+    shape = (n, *runtime.bundle.spec["noise"]["shape"])
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def test_a_reset_is_the_start_context_observed(runtime):
+    contexts = runtime.bundle.start_contexts()
+    state, latent = runtime.graphs.observe(
+        contexts["frames"][:2], contexts["actions"][:2], contexts["is_first"][:2]
+    )
+    got = runtime.reset(np.array([4, 1]), np.array([0, 1]))
+    np.testing.assert_array_equal(got, latent)
+    for k, v in state.items():
+        np.testing.assert_array_equal(runtime.arena[k][[4, 1]], v)
+
+
+def test_stepping_some_rows_leaves_the_others_and_equals_stepping_them_alone(runtime):
+    runtime.reset(np.arange(6), np.arange(6) % runtime.num_contexts)
+    before = {k: v.copy() for k, v in runtime.arena.items()}
+    rows, actions = np.array([5, 0, 3]), np.array([1, 2, 3])
+    reward, cont, latent = runtime.step(rows, actions, noise(runtime, 3, 0))
+    for k, v in runtime.arena.items():
+        untouched = np.setdiff1d(np.arange(6), rows)
+        np.testing.assert_array_equal(v[untouched], before[k][untouched])
+    alone = Runtime(DEFAULT, 1, device="cpu", threads=1)
+    for i, row in enumerate(rows):
+        alone.reset(np.array([0]), np.array([row % runtime.num_contexts]))
+        r, c, lat = alone.step(np.array([0]), actions[i : i + 1], noise(runtime, 3, 0)[i : i + 1])
+        np.testing.assert_allclose(r, reward[i : i + 1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c, cont[i : i + 1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(lat, latent[i : i + 1])
+
+
+def test_a_full_step_equals_a_subset_step_of_every_row(runtime):
+    contexts = np.arange(6) % runtime.num_contexts
+    runtime.reset(np.arange(6), contexts)
+    full = runtime.step(np.arange(6), np.ones(6, np.int64), noise(runtime, 6, 1))
+    runtime.reset(np.arange(6), contexts)
+    shuffled = np.array([3, 1, 0, 5, 2, 4])
+    part = runtime.step(shuffled, np.ones(6, np.int64), noise(runtime, 6, 1)[shuffled])
+    np.testing.assert_allclose(part[0], full[0][shuffled], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(part[2], full[2][shuffled])
+    frames = runtime.frames(np.array([2]))
+    assert frames.shape == (1, 64, 64, 3) and frames.dtype == np.uint8
+
+
+def test_an_empty_step_is_a_no_op(runtime):
+    reward, cont, latent = runtime.step(np.zeros(0, np.int64), np.zeros(0), noise(runtime, 0, 0))
+    assert reward.shape == cont.shape == (0,) and latent.shape[0] == 0
+
+
+def test_auto_device_on_a_cpu_machine_is_quiet():
+    code = (
+        "from wmsim_server.runtime import Runtime\n"
+        f"r = Runtime({str(DEFAULT)!r}, 2)\n"
+        "print(r.graphs.device)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in ("cpu", "cuda")
+    assert result.stderr == ""
+
+
+def test_decode_can_be_left_out_for_latent_clients():
+    graphs = Graphs(DEFAULT, device="cpu", decode=False)
+    assert "decode" not in graphs.sessions
+    with pytest.raises(RuntimeError, match="decode=False"):
+        graphs.decode(np.zeros((1, 1024), np.float32))
