@@ -10,111 +10,50 @@ sampling its latents with a seeded generator, as a dream environment would.
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from wmsim.configs import from_dict
 from wmsim.errors import UserError
-from wmsim.files import atomic_write_bytes
 from wmsim.replay import Replay
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows, split_starts
 from wmsim.train.loop import load_run, resolve_device
-
-SCALE, GAP, BAR = 4, 8, 24
+from wmsim.video import side_by_side, write_video
 
 
 @dataclass(frozen=True)
 class DreamArgs:
-    """Write the real continuation and the dreamed one side by side."""
+    """Write the real game and a model's dream of it side by side.
 
-    run: Path
-    """Run directory written by `wmsim train`."""
+    With --run, a trained run dreams from held-out data of its replay (torch).
+    Without, a model bundle (--model, else the game's default) dreams beside the
+    real game played live (onnxruntime).
+    """
+
     out: Path
     """Video to write: .gif or .mp4."""
+    run: Path | None = None
+    """Run directory written by `wmsim train`."""
+    model: str | None = None
+    """Without --run: a bundle path or name (default: the game's model, see `wmsim models list`)."""
+    game: str = "Breakout"
+    """Without --run: the game to play and dream."""
     steps: int = 64
     """Dreamed steps after the context."""
     context: int | None = None
-    """Real frames to start from (default: the run's evaluation context)."""
+    """With --run: real frames to start from (default: the run's evaluation context)."""
     data: Path | None = None
-    """Replay to take the context from (default: the one the run trained on)."""
+    """With --run: replay to take the context from (default: the one the run trained on)."""
     window: int = 0
-    """Which held-out window to start from (0, 1, ...)."""
+    """With --run: which held-out window to start from (0, 1, ...)."""
     seed: int = 0
-    """Seeds the dream's latent sampling."""
+    """Seeds the dream's latent sampling (and without --run, the real game and its actions)."""
     device: str = "auto"
     """cpu, cuda, ..., or auto."""
-
-
-def _panel(frame: np.ndarray, label: str) -> np.ndarray:
-    """A labelled, enlarged frame: (64, 64, 3) uint8 -> (BAR + 256, 256, 3)."""
-    big = cv2.resize(frame, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_NEAREST)
-    bar = np.full((BAR, big.shape[1], 3), 32, np.uint8)
-    cv2.putText(bar, label, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1)
-    return np.concatenate([bar, big])
-
-
-def side_by_side(
-    real: np.ndarray, dream: np.ndarray, context: int, tokens: np.ndarray | None = None
-) -> np.ndarray:
-    """Frames (N, 64, 64, 3) uint8 -> video frames (N, BAR + 256, P * 256 + (P - 1) * GAP, 3).
-
-    P = 2 panels, real and dream; ``tokens``, the real frames through a token
-    model's tokenizer, adds a middle one: what the dream could at best show.
-    """
-    frames = []
-    for t in range(len(real)):
-        when = f"context {t + 1}/{context}" if t < context else f"step {t - context + 1}"
-        panels = [_panel(real[t], f"real  {when}")]
-        if tokens is not None:
-            panels.append(_panel(tokens[t], "real, tokenized"))
-        panels.append(_panel(dream[t], f"dream  {when}" if t >= context else f"real  {when}"))
-        gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
-        row = [part for panel in panels for part in (gap, panel)][1:]  # gaps between panels
-        frames.append(np.concatenate(row, 1))
-    return np.stack(frames)
-
-
-def write_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
-    """Write (N, H, W, 3) uint8 RGB frames as a looping GIF or an MP4, by the suffix, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(frame) for frame in frames]
-        buffer = io.BytesIO()
-        images[0].save(
-            buffer,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=round(1000 / fps),
-            loop=0,
-        )
-        atomic_write_bytes(path, buffer.getvalue())
-        return
-    # OpenCV picks the container by the suffix, so the temporary name keeps it
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        writer = cv2.VideoWriter(
-            str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames.shape[2:0:-1]
-        )
-        if not writer.isOpened():
-            raise UserError(
-                f"this OpenCV build cannot write {path.suffix} video; write a .gif instead"
-            )
-        for frame in frames:
-            writer.write(frame[..., ::-1])
-        writer.release()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def dream(args: DreamArgs) -> Path:
@@ -123,6 +62,14 @@ def dream(args: DreamArgs) -> Path:
         raise UserError(f"--out must end in .gif or .mp4, got {args.out.name!r}")
     if args.steps < 1:
         raise UserError("--steps must be positive")
+    if args.run is None:
+        from wmsim.bundle_dream import dream_bundle
+
+        device = "auto" if args.device == "auto" else args.device.split(":")[0]
+        return dream_bundle(
+            args.out, game=args.game, model=args.model, steps=args.steps, seed=args.seed,
+            device=device,
+        )  # fmt: skip
     device = resolve_device(args.device)
     model, saved = load_run(args.run, device)
     config: TrainConfig = from_dict(saved["config"]["train"])
