@@ -84,7 +84,7 @@ def test_graph_names_that_differ_from_the_spec_are_refused(bundle):
         spec["graphs"]["step"]["inputs"][0]["name"] = "state.renamed"
 
     edit_spec(bundle, rename)
-    refused(bundle, "step.onnx has inputs")
+    refused(bundle, "gives the step graph inputs")
 
 
 def test_start_contexts_of_the_wrong_shape_are_refused(bundle):

@@ -119,6 +119,54 @@ REQUIRED = {
 }  # fmt: skip
 
 
+def expected_io(state_names: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Graph name -> (input names, output names) that the bundle contract fixes, in order."""
+    state_in = [STATE_IN + k for k in state_names]
+    return {
+        "observe": (["frames", "actions", "is_first"], [*state_in, "latent"]),
+        "step": (
+            [*state_in, "action", "noise"],
+            [*(STATE_OUT + k for k in state_names), "reward", "continue", "latent"],
+        ),
+        "decode": (["latent"], ["frame"]),
+    }
+
+
+def _is_tensor(entry: Any, named: bool = False) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("shape"), list)
+        and all(type(d) is int or d == BATCH for d in entry["shape"])
+        and isinstance(entry.get("dtype"), str)
+        and (not named or isinstance(entry.get("name"), str))
+    )
+
+
+def _check_tensors(path: Path, spec: dict[str, Any]) -> None:
+    """Every tensor entry is well formed, and the graphs' names are the contract's."""
+    for key in ("observation", "latent", "noise"):
+        if not _is_tensor(spec[key]):
+            _fail(path, f"{SPEC}[{key!r}] is not a {{shape, dtype}} entry")
+    if not all(_is_tensor(t, named=True) for t in spec["state"]):
+        _fail(path, f"{SPEC}['state'] holds an entry that is not a {{name, shape, dtype}}")
+    if spec["context"] < 1:
+        _fail(path, f"{SPEC} says the start contexts hold {spec['context']} frames")
+    names = [t["name"] for t in spec["state"]]
+    for graph, sides in expected_io(names).items():
+        for side, expected in zip(("inputs", "outputs"), sides, strict=True):
+            entries = spec["graphs"][graph][side]
+            if not isinstance(entries, list) or not all(_is_tensor(t, True) for t in entries):
+                _fail(path, f"{SPEC} describes the {graph} graph's {side} badly")
+            if [t["name"] for t in entries] != expected:
+                _fail(path, f"{SPEC} gives the {graph} graph {side} {[t['name'] for t in entries]}"
+                            f", not {expected}")  # fmt: skip
+    step_inputs = {t["name"]: t for t in spec["graphs"]["step"]["inputs"]}
+    for t in spec["state"]:
+        given = step_inputs[STATE_IN + t["name"]]
+        if given["dtype"] != t["dtype"] or given["shape"] != [BATCH, *t["shape"]]:
+            _fail(path, f"{SPEC}: state {t['name']!r} is not what the step graph takes")
+
+
 def _fail(path: Path, problem: str, fix: str = "export it again with `wmsim export`") -> None:
     raise BundleError(f"{path} is not a usable model bundle: {problem}; {fix}")
 
@@ -127,7 +175,7 @@ def _check_spec(path: Path, spec: Any) -> None:
     """The spec's keys and types, its format version, and that it names every file it needs."""
     if not isinstance(spec, dict):
         _fail(path, f"{SPEC} holds {type(spec).__name__}, not an object")
-    if spec.get("format") != FORMAT_VERSION:
+    if type(spec.get("format")) is not int or spec["format"] != FORMAT_VERSION:
         _fail(
             path,
             f"it is bundle format {spec.get('format')!r} and this wmsim reads format "
@@ -135,12 +183,13 @@ def _check_spec(path: Path, spec: Any) -> None:
             "export it again with this wmsim, or install the wmsim that wrote it",
         )
     for key, kind in REQUIRED.items():
-        if not isinstance(spec.get(key), kind):
+        if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
             _fail(path, f"{SPEC} lacks {key!r} (a JSON {kind.__name__})")
     for graph in GRAPHS:
         entry = spec["graphs"].get(graph)
         if not isinstance(entry, dict) or not {"file", "inputs", "outputs"} <= set(entry):
             _fail(path, f"{SPEC} does not describe the {graph} graph")
+    _check_tensors(path, spec)
     needed = [spec["graphs"][g]["file"] for g in GRAPHS] + [START_CONTEXTS, CONFIG]
     missing = [name for name in needed if name not in spec["files"]]
     if missing:
@@ -171,7 +220,7 @@ def _check_start_contexts(bundle: Bundle) -> None:
         "actions": ((bundle.context - 1,), "int64"),
         "is_first": ((bundle.context,), "bool"),
     }
-    count = {len(v) for v in contexts.values()}
+    count = {len(v) if v.ndim else 0 for v in contexts.values()}
     if set(contexts) != set(expected) or len(count) != 1 or count == {0}:
         _fail(bundle.path, f"{START_CONTEXTS} must hold frames, actions and is_first, N >= 1 each")
     for key, (shape, dtype) in expected.items():

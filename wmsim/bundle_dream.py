@@ -10,6 +10,7 @@ fresh install, offline.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ def play_real(spec: dict, steps: int, seed: int) -> dict[str, np.ndarray]:
     """``steps`` real steps of a random policy from an episode start: frames, actions, is_first."""
     from wmsim.collect.atari import AtariConfig, AtariEnv
 
-    env = AtariEnv(AtariConfig(**spec["env"]))
+    known = {f.name for f in dataclasses.fields(AtariConfig)}
+    settings = {k: v for k, v in spec.get("env", {}).items() if k in known}
+    env = AtariEnv(AtariConfig(**{**settings, "game": spec["game"]}))
     rng = np.random.default_rng(seed)
     frame, _ = env.reset(seed=seed)
     frames, actions = [frame], []
@@ -52,6 +55,8 @@ def dream_bundle(
     from wmsim_server.runtime import Graphs
 
     bundle = open_bundle(resolve_model(game, model))
+    if model is not None and bundle.game != game:
+        game = bundle.game  # --model names the game; --game only picks the default model
     graphs = Graphs(bundle, device=device)
     context = bundle.context
     real = play_real(bundle.spec, context + steps, seed)

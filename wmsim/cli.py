@@ -205,10 +205,13 @@ def _models_list(argv: list[str]) -> int:
         raise UserError(f"`wmsim models list` takes no arguments, got {' '.join(argv)}")
     found = list_models()
     for where, path in found:
-        spec = json_module.loads((path / "spec.json").read_text())
-        steps = spec.get("training", {}).get("steps", "?")
-        print(f"{path.stem:24s} {where:9s} {spec['game']:12s} {spec['model']['type']} "
-              f"({steps} steps)  {path}")  # fmt: skip
+        try:
+            spec = json_module.loads((path / "spec.json").read_text())
+            steps = spec.get("training", {}).get("steps", "?")
+            about = f"{spec['game']:12s} {spec['model']['type']} ({steps} steps)"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            about = f"(unreadable: {error}; `wmsim bundle check` says more)"
+        print(f"{path.stem:24s} {where:9s} {about}  {path}")
     if not any(where == "store" for where, _ in found):
         print(f"(the store, {store()}, is empty; `wmsim models add BUNDLE` fills it)")
     return 0

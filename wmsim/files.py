@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,4 +47,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)  # NaN and inf are not JSON
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def staging_dir(beside: Path) -> Path:
+    """A new empty directory next to ``beside``, to fill and then :func:`replace_dir` into place."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's directories are owner-only
+    return tmp
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Move the directory ``new`` to ``path``, replacing what is there.
+
+    The old directory is renamed aside first, so at every moment ``path`` is the
+    old directory complete, briefly absent, or the new one complete; never a mix.
+    """
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.old")
+    if path.exists():
+        os.replace(path, aside)
+    os.replace(new, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -15,11 +15,14 @@ This module imports nothing beyond the standard library.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from wmsim.errors import UserError
+from wmsim.files import replace_dir, staging_dir
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 EMBEDDED = Path(__file__).resolve().parent / "bundles"
 """Bundles shipped inside the package."""
@@ -39,14 +42,18 @@ def store() -> Path:
 
 
 def _named(name: str) -> Path:
-    """A bundle path, or a name in the store (with or without ``.wmsim``)."""
+    """A name in the store or among the embedded bundles (with or without ``.wmsim``), else a path.
+
+    Names come first: a folder ``./Breakout`` does not hide the stored ``Breakout``.
+    """
+    if NAME.fullmatch(name):
+        stem = name.removesuffix(".wmsim")
+        for folder in (store(), EMBEDDED):
+            if (folder / f"{stem}.wmsim").is_dir():
+                return folder / f"{stem}.wmsim"
     path = Path(name).expanduser()
-    if path.is_dir() or os.sep in name or name.startswith("."):
+    if path.is_dir():
         return path
-    stem = name.removesuffix(".wmsim")
-    for folder in (store(), EMBEDDED):
-        if (folder / f"{stem}.wmsim").is_dir():
-            return folder / f"{stem}.wmsim"
     raise UserError(
         f"no model bundle {name!r}: it is neither a directory nor a name in {store()} "
         "(`wmsim models list` shows them); give a NAME.wmsim path"
@@ -85,15 +92,21 @@ def list_models() -> list[tuple[str, Path]]:
 
 
 def add_model(bundle: Path, name: str) -> Path:
-    """Copy ``bundle`` into the store as ``<name>.wmsim`` (replacing one of that name)."""
+    """Copy ``bundle`` into the store as ``<name>.wmsim``, replacing one of that name whole.
+
+    Raises:
+        UserError: ``name`` is not a plain name, or the copy does not verify.
+    """
+    from wmsim.bundle import open_bundle
+
+    if not NAME.fullmatch(name):
+        raise UserError(f"a model name is letters, digits, '_', '.' and '-', got {name!r}")
     target = store() / f"{name.removesuffix('.wmsim')}.wmsim"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        open_bundle(tmp)  # what landed is what was checked
+        replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

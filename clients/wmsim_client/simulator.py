@@ -81,6 +81,7 @@ class LocalSimulator:
 
     def reset(self, rows: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """Put ``rows`` at the end of start contexts ``contexts``; return their observations."""
+        self._check_open()
         latent = self.runtime.reset(rows, contexts)
         self._shown[rows] = self.runtime.start_frames[contexts]
         self._real[rows] = True
@@ -90,8 +91,7 @@ class LocalSimulator:
         self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step ``rows`` -> (observations, reward (n,) float32, continue probability (n,))."""
-        if self.runtime is None:
-            raise RuntimeError("this simulator is closed")
+        self._check_open()
         reward, cont, latent = self.runtime.step(rows, actions, noise)
         self._real[rows] = False
         if self.obs_type == "latent":
@@ -102,11 +102,16 @@ class LocalSimulator:
 
     def frames(self, rows: np.ndarray) -> np.ndarray:
         """The current frames of ``rows`` (n, H, W, 3) uint8: real at a reset, then decoded."""
+        self._check_open()
         rows = np.asarray(rows, np.int64)
         if self.obs_type == "pixels" or self._real[rows].all():
             return self._shown[rows].copy()
         dreamed = self.runtime.frames(rows)
         return np.where(self._real[rows, None, None, None], self._shown[rows], dreamed)
+
+    def _check_open(self) -> None:
+        if self.runtime is None:
+            raise RuntimeError("this simulator is closed")
 
     def close(self) -> None:
         """Release the runtime; closing twice is allowed."""

@@ -18,7 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from wmsim.errors import UserError
+
+try:
+    import onnxruntime as ort
+except ImportError:  # an extra, so that CPU and GPU users each get the one that fits
+    raise UserError(
+        "dream envs and serving need onnxruntime: pip install 'wmsim[cpu]', or 'wmsim[gpu]' "
+        "on a machine with an NVIDIA GPU (never both)"
+    ) from None
 
 from wmsim.bundle import BATCH, GRAPHS, STATE_IN, Bundle, BundleError, open_bundle
 
@@ -116,8 +125,9 @@ class Graphs:
                 raise
             except Exception as error:  # onnxruntime raises its own types for bad graphs
                 raise BundleError(
-                    f"{self.bundle.graph(name)} cannot be loaded by onnxruntime ({error}); "
-                    "export the bundle again with `wmsim export`"
+                    f"{self.bundle.graph(name)} cannot be loaded by onnxruntime "
+                    f"{ort.__version__} ({error}); export the bundle again with `wmsim export`, "
+                    "or upgrade onnxruntime if the bundle is newer"
                 ) from None
         check_graphs(self.bundle, self.sessions)
         self.state_names = self.bundle.state_names
@@ -128,7 +138,7 @@ class Graphs:
         self, frames: np.ndarray, actions: np.ndarray, is_first: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Real contexts (B, C, H, W, 3), (B, C - 1), (B, C) -> (state, latent (B, ...))."""
-        feed = {"frames": frames, "actions": actions.astype(np.int64), "is_first": is_first}
+        feed = {"frames": frames, "actions": np.asarray(actions, np.int64), "is_first": is_first}
         *state, latent = self.sessions["observe"].run(None, feed)
         return dict(zip(self.state_names, state, strict=True)), latent
 
@@ -137,7 +147,8 @@ class Graphs:
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         """One dreamed step of B rows -> (next state, reward (B,), continue (B,), latent)."""
         feed = {STATE_IN + k: state[k] for k in self.state_names}
-        feed["action"], feed["noise"] = action.astype(np.int64), noise.astype(np.float32)
+        feed["action"] = np.asarray(action, np.int64)
+        feed["noise"] = np.asarray(noise, np.float32)  # no copy when it is float32 already
         outputs = self.sessions["step"].run(None, feed)
         count = len(self.state_names)
         reward, cont, latent = outputs[count:]
@@ -146,7 +157,10 @@ class Graphs:
     def decode(self, latent: np.ndarray) -> np.ndarray:
         """Latents (B, ...) -> frames (B, H, W, 3) uint8."""
         if "decode" not in self.sessions:
-            raise RuntimeError("these graphs were loaded with decode=False")
+            raise RuntimeError(
+                "these graphs were loaded with decode=False; a latent env renders frames only "
+                "when made with render_mode='rgb_array'"
+            )
         return self.sessions["decode"].run(None, {"latent": latent})[0]
 
 

@@ -34,6 +34,7 @@ def test_every_world_model_exports_and_onnx_equals_torch(breakout_replay, tmp_pa
     model, _ = load_run(run, torch.device("cpu"))
     # more steps and another batch than --check takes: states carried through ONNX many times
     assert compare_with_torch(bundle, model, steps=6, batch=7, seed=1) == []
+    assert compare_with_torch(bundle, model, steps=2, batch=1, seed=2) == []  # export saw 3
     spec = bundle.spec
     assert spec["game"] == "Breakout" and spec["actions"] == ["NOOP", "FIRE", "RIGHT", "LEFT"]
     assert [t["name"] for t in spec["state"]] == list(model.observe(

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from wmsim_server.runtime import Graphs, Runtime
 
 from wmsim.store import EMBEDDED
-from wmsim_server.runtime import Graphs, Runtime
 
 DEFAULT = EMBEDDED / "Breakout.wmsim"
 

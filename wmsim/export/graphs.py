@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from wmsim.bundle import BATCH, STATE_IN, STATE_OUT
+from wmsim.bundle import BATCH
 
 OPSET = 18
 EXAMPLE_BATCH = 3
@@ -80,19 +80,6 @@ class DecodeGraph(nn.Module):
         return (frame * 255.0).round().to(torch.uint8)
 
 
-def io_names(state_names: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
-    """Graph name -> (input names, output names), in the order the graph modules take them."""
-    state_in = [STATE_IN + k for k in state_names]
-    return {
-        "observe": (["frames", "actions", "is_first"], [*state_in, "latent"]),
-        "step": (
-            [*state_in, "action", "noise"],
-            [*(STATE_OUT + k for k in state_names), "reward", "continue", "latent"],
-        ),
-        "decode": (["latent"], ["frame"]),
-    }
-
-
 def to_onnx(
     module: nn.Module,
     inputs: Sequence[Tensor],
@@ -147,15 +134,18 @@ class _quiet:
             logger.setLevel(level)
 
 
-def round_to_float16(model: nn.Module) -> None:
-    """Round every floating-point parameter to the nearest float16 value, in place.
+def round_to_float16(model: nn.Module, min_size: int = 1024) -> None:
+    """Round the large float32 parameters to the nearest float16 values, in place.
 
-    Exported afterwards, the weights are exactly representable in float16 and
-    :func:`store_float16` halves them with no further loss.
+    Exported afterwards, they are exactly representable in float16 and
+    :func:`store_float16` halves them with no further loss. Small ones (under
+    ``min_size`` entries, as :func:`store_float16` keeps them float32) are left
+    alone: that is where the sensitive ones live (an SSM's eigenvalues and step
+    sizes, norms' gains), and they weigh nothing.
     """
     with torch.no_grad():
         for parameter in model.parameters():
-            if parameter.dtype == torch.float32:
+            if parameter.dtype == torch.float32 and parameter.numel() >= min_size:
                 parameter.copy_(parameter.half().float())
 
 

@@ -6,9 +6,7 @@ at the end, so an interrupted export leaves no half bundle under the name.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from wmsim.bundle import (
     SPEC,
     START_CONTEXTS,
     Bundle,
+    expected_io,
     open_bundle,
     sha256,
 )
@@ -36,12 +35,11 @@ from wmsim.export.graphs import (
     DecodeGraph,
     ObserveGraph,
     StepGraph,
-    io_names,
     round_to_float16,
     store_float16,
     to_onnx,
 )
-from wmsim.files import atomic_write_bytes, atomic_write_json, fsync_dir
+from wmsim.files import atomic_write_bytes, atomic_write_json, replace_dir, staging_dir
 from wmsim.replay import Replay
 from wmsim.train.config import TrainConfig
 from wmsim.train.logs import read_metrics
@@ -137,7 +135,7 @@ def build_graphs(
         "decode": DecodeGraph(model),
     }
     graphs = {}
-    for name, (input_names, output_names) in io_names(names).items():
+    for name, (input_names, output_names) in expected_io(names).items():
         with torch.no_grad():
             outputs = modules[name](*inputs[name])
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -158,10 +156,41 @@ def _model_summary(model: torch.nn.Module, config: TrainConfig) -> dict[str, Any
     backbone = getattr(config.model, "backbone", None)
     return {
         "type": type(model).__name__,
-        "backbone": type(backbone).__name__ if backbone is not None else None,
+        "backbone": type(backbone).__name__.removesuffix("Config") if backbone else None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "clips_rewards": bool(getattr(model, "clips_rewards", False)),
         "life_loss_ends": bool(getattr(config.model, "life_loss_ends", False)),
+    }
+
+
+def _spec(model, graphs, contexts, **fields) -> dict[str, Any]:
+    """spec.json but its hashes; ``fields``: game, actions, env, config, training, weights."""
+    latent = graphs["latent"]
+    low, high = (float(x) if np.isfinite(x) else None for x in model.latent_range)
+    return {
+        "format": FORMAT_VERSION,
+        "wmsim": __version__,
+        "game": fields["game"],
+        "actions": list(fields["actions"]),
+        "env": fields["env"],
+        "context": int(contexts["frames"].shape[1]),
+        "observation": {"shape": list(contexts["frames"].shape[2:]), "dtype": "uint8"},
+        # None: unbounded (JSON has no infinity)
+        "latent": {"shape": latent["shape"], "dtype": latent["dtype"], "low": low, "high": high},
+        "noise": {"shape": list(model.noise_shape), "dtype": "float32"},
+        "state": graphs["state"],
+        "model": _model_summary(model, from_dict(fields["config"]["train"])),
+        "graphs": {
+            name: {
+                "file": f"{name}.onnx",
+                "inputs": graphs[name]["inputs"],
+                "outputs": graphs[name]["outputs"],
+            }
+            for name in GRAPHS
+        },  # fmt: skip
+        "opset": OPSET,
+        "weights": fields["weights"],
+        "training": fields["training"],
     }
 
 
@@ -176,10 +205,13 @@ def write_bundle(
     config: dict[str, Any],
     training: dict[str, Any],
     weights: str = "float32",
+    check: bool = False,
 ) -> Bundle:
-    """Export ``model`` (eval mode, on the CPU) into a new bundle at ``out``; return it opened.
+    """Export ``model`` (eval mode, on the CPU) as a bundle at ``out``; return it opened.
 
-    With ``weights="float16"`` the model's parameters are rounded in place first.
+    With ``weights="float16"`` the model's large parameters are rounded in place
+    first. With ``check``, the graphs are compared with ``model`` before the
+    bundle takes the place of anything at ``out``.
     """
     out = Path(out)
     if out.exists() and not (out / SPEC).is_file():
@@ -189,60 +221,24 @@ def write_bundle(
     if weights == "float16":
         round_to_float16(model)
     graphs = build_graphs(model, contexts, weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp's directories are owner-only
+    tmp = staging_dir(out)
     try:
         for name in GRAPHS:
             atomic_write_bytes(tmp / f"{name}.onnx", graphs[name]["onnx"])
         _write_npz(tmp / START_CONTEXTS, contexts)
         atomic_write_json(tmp / CONFIG, config)
-        latent = graphs["latent"]
-        low, high = model.latent_range
-        spec = {
-            "format": FORMAT_VERSION,
-            "wmsim": __version__,
-            "game": game,
-            "actions": list(actions),
-            "env": env,
-            "context": int(contexts["frames"].shape[1]),
-            "observation": {"shape": list(contexts["frames"].shape[2:]), "dtype": "uint8"},
-            "latent": {
-                "shape": latent["shape"],
-                "dtype": latent["dtype"],
-                "low": float(low),
-                "high": float(high),
-            },
-            "noise": {"shape": list(model.noise_shape), "dtype": "float32"},
-            "state": graphs["state"],
-            "model": _model_summary(model, from_dict(config["train"])),
-            "graphs": {
-                name: {
-                    "file": f"{name}.onnx",
-                    "inputs": graphs[name]["inputs"],
-                    "outputs": graphs[name]["outputs"],
-                }
-                for name in GRAPHS
-            },  # fmt: skip
-            "opset": OPSET,
-            "weights": weights,
-            "training": training,
-            "files": {p.name: sha256(p) for p in sorted(tmp.iterdir())},
-        }
+        spec = _spec(model, graphs, contexts, game=game, actions=actions, env=env,
+                     config=config, training=training, weights=weights)  # fmt: skip
+        spec["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
         atomic_write_json(tmp / SPEC, spec)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
+        if check:
+            from wmsim.export.check import check_against_torch
+
+            check_against_torch(open_bundle(tmp), model)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_bundle(out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -272,9 +268,6 @@ def export_run(args: ExportArgs) -> Bundle:
         args.out, model, contexts,
         game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
         config=config, training=_training_summary(args.run, saved), weights=args.weights,
+        check=args.check,
     )  # fmt: skip
-    if args.check:
-        from wmsim.export.check import check_against_torch
-
-        check_against_torch(bundle, model)
     return bundle

@@ -212,7 +212,7 @@ class RSSMWorldModel(nn.Module):
         """
         batch_size, length = frames.shape[:2]
         embeds = self.encoder(frames_to_input(frames)).reshape(batch_size, length, -1)
-        padded = torch.cat([actions, torch.zeros_like(actions[:, :1])], 1)  # the last is unused
+        padded = torch.cat([actions, actions.new_zeros(batch_size, 1)], 1)  # the last is unused
         state = self.initial_state(batch_size, frames.device, embeds.dtype)
         _, state = self.observe_sequence(embeds, padded, is_first, state, noise)
         return {"h": state["h"], "z": state["z"]}
