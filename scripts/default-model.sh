@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the Breakout model that ships inside wmsim (wmsim/bundles/Breakout.wmsim) from real frames,
-# with the project's own commands. About 45 minutes on a 2-core CPU: collection ~1 minute,
-# training ~40 (8,000 steps of tiny-s5), export ~1. On CPU, with these seeds, it is deterministic.
+# with the project's own commands. About 50 minutes on a 2-core CPU: collection ~1 minute,
+# training ~45 (8,000 steps of tiny-s5), export ~1. Everything is seeded; floating-point results
+# may still differ in the last bits on another CPU or thread count.
 set -euo pipefail
 out=${1:-wmsim/bundles/Breakout.wmsim}
 wmsim collect --game Breakout --steps 50000 --envs 2 --seed 0 --out data/breakout-50k

@@ -55,3 +55,17 @@ def test_pop_benchmark_counts_calls_per_frame_for_both_methods():
     assert rows["POP"][0] == "2" and rows["token by token"][0] == "65"
     assert float(rows["POP"][1]) > 0 and float(rows["token by token"][1]) > 0
     assert "POP dreams" in result.stdout and "15.4x" in result.stdout
+
+
+def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
+    command = [sys.executable, "benchmarks/dream.py", "--bundle", "wmsim/bundles/Breakout.wmsim",
+               "--batches", "1", "2", "--steps", "2", "--repeats", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith(("pixels", "latent"))]  # fmt: skip
+    assert [(row[0], row[1]) for row in rows] == [
+        (kind, batch) for kind in ("pixels", "latent") for batch in ("1", "2")
+    ]
+    # torch, onnxrt, its ratio, env, ALE, the onnxrt / ALE ratio: all measured
+    assert all(float(value.rstrip("x")) > 0 for row in rows for value in row[2:])

@@ -79,3 +79,21 @@ def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, 
         # a token model adds its tokenizer's view of the real game between real and dream
         panels = 3 if preset.endswith("rem") else 2
         assert gif.size == (panels * 256 + (panels - 1) * 8, 24 + 256)
+
+
+def test_the_default_model_dreams_beside_the_live_game(tmp_path, monkeypatch, capsys):
+    from wmsim.cli import main
+
+    monkeypatch.setenv("WMSIM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WMSIM_MODEL", raising=False)
+    out = tmp_path / "dream.gif"
+    assert main(["dream", "--out", str(out), "--steps", "6", "--seed", "3"]) == 0
+    with Image.open(out) as gif:
+        context = 8
+        assert gif.n_frames == context + 6
+        assert gif.size == (2 * 256 + 8, 24 + 256)
+    first = out.read_bytes()
+    assert main(["dream", "--out", str(out), "--steps", "6", "--seed", "3"]) == 0
+    assert out.read_bytes() == first  # the seed fixes the real game, its actions and the dream
+    assert main(["dream", "--out", str(out), "--game", "Pong"]) == 2
+    assert "no model of Pong" in capsys.readouterr().err
