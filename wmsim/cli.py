@@ -239,8 +239,11 @@ def _models_add(argv: list[str]) -> int:
     )  # fmt: skip
     bundle = open_bundle(args.path)
     target = add_model(bundle.path, args.name or bundle.game)
-    print(f"added {target}; gymnasium.make('wmsim/{bundle.game}-dream-v0') now loads it"
-          if not args.name else f"added {target}; load it with model={target.stem!r}")  # fmt: skip
+    if target.stem == bundle.game:
+        how = f"gymnasium.make('wmsim/{bundle.game}-dream-v0') loads it unless WMSIM_MODEL is set"
+    else:
+        how = f"load it with model={target.stem!r}"
+    print(f"added {target}; {how}")
     return 0
 
 
