@@ -45,7 +45,7 @@ class BundleError(UserError):
 
 
 def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -101,6 +101,21 @@ class Bundle:
     def graph(self, name: str) -> Path:
         """Path of the ONNX graph ``observe``, ``step`` or ``decode``."""
         return self.path / self.spec["graphs"][name]["file"]
+
+    def read_graph(self, name: str) -> bytes:
+        """The ONNX graph's bytes, checked against their sha256 as read (not just at open).
+
+        Loading these bytes, rather than the path, also keeps onnxruntime from
+        following a graph's pointers to weight files outside the bundle.
+
+        Raises:
+            BundleError: the file changed since the bundle was opened.
+        """
+        path = self.graph(name)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.spec["files"][path.name]:
+            _fail(self.path, f"{path.name} changed after it was verified")
+        return data
 
     def io(self, graph: str, side: str) -> dict[str, TensorInfo]:
         """A graph's ``inputs`` or ``outputs``, by name, in the graph's order."""

@@ -33,6 +33,13 @@ Run `wmsim COMMAND --help` for a command's options.
 """
 
 
+def _parse_positional(cls: type, prog: str, argv: list[str]):
+    """Parse ``argv`` into ``cls`` with its required fields as positional arguments."""
+    import tyro
+
+    return tyro.cli(cls, prog=prog, args=argv, config=(tyro.conf.PositionalRequiredArgs,))
+
+
 def _collect(argv: list[str]) -> int:
     import tyro
 
@@ -79,17 +86,11 @@ def _spread(values: list[float], mean_format: str, unit: str = "") -> str:
 
 
 def _data_info(argv: list[str]) -> int:
-    import tyro
 
     from wmsim.replay import Replay
     from wmsim.replay.summary import summarize
 
-    config = tyro.cli(
-        DataInfoConfig,
-        prog="wmsim data info",
-        args=argv,
-        config=(tyro.conf.PositionalRequiredArgs,),
-    )
+    config = _parse_positional(DataInfoConfig, "wmsim data info", argv)
     replay = Replay(config.path)
     summary = summarize(replay)
     if config.json:
@@ -171,14 +172,10 @@ class BundleCheckArgs:
 
 
 def _bundle_check(argv: list[str]) -> int:
-    import tyro
 
     from wmsim.bundle import open_bundle
 
-    args = tyro.cli(
-        BundleCheckArgs, prog="wmsim bundle check", args=argv,
-        config=(tyro.conf.PositionalRequiredArgs,),
-    )  # fmt: skip
+    args = _parse_positional(BundleCheckArgs, "wmsim bundle check", argv)
     bundle = open_bundle(args.path)
     try:
         from wmsim_server.runtime import Graphs
@@ -228,15 +225,11 @@ class ModelsAddArgs:
 
 
 def _models_add(argv: list[str]) -> int:
-    import tyro
 
     from wmsim.bundle import open_bundle
     from wmsim.store import add_model
 
-    args = tyro.cli(
-        ModelsAddArgs, prog="wmsim models add", args=argv,
-        config=(tyro.conf.PositionalRequiredArgs,),
-    )  # fmt: skip
+    args = _parse_positional(ModelsAddArgs, "wmsim models add", argv)
     bundle = open_bundle(args.path)
     target = add_model(bundle.path, args.name or bundle.game)
     if target.stem == bundle.game:

@@ -26,6 +26,7 @@ def _umask() -> int:
 
 
 _MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's files are owner-only
+_DIR_MODE = 0o777 & ~_umask()  # and mkdir a new directory; mkdtemp's are owner-only
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,7 +57,7 @@ def staging_dir(beside: Path) -> Path:
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp's directories are owner-only
+    tmp.chmod(_DIR_MODE)
     return tmp
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from wmsim.bundle import Bundle
 from wmsim.errors import UserError
+from wmsim.export.graphs import DecodeGraph
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -66,7 +67,7 @@ def compare_with_torch(
         _compare(f"step {t + 1} reward", reward, ref_reward, problems)
         _compare(f"step {t + 1} continue", cont, ref_cont, problems)
         _compare(f"step {t + 1} latent", latent, ref_latent, problems)
-        reference_frames = (model.decode(ref_latent).clamp(0, 1) * 255).round().to(torch.uint8)
+        reference_frames = DecodeGraph(model)(ref_latent)  # what decode.onnx was exported from
         _compare(f"step {t + 1} frame", graphs.decode(latent), reference_frames, problems)
     return problems
 

@@ -6,6 +6,7 @@ at the end, so an interrupted export leaves no half bundle under the name.
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from wmsim.export.graphs import (
 from wmsim.files import atomic_write_bytes, atomic_write_json, replace_dir, staging_dir
 from wmsim.replay import Replay
 from wmsim.train.config import TrainConfig
+from wmsim.train.evaluate import episode_windows
 from wmsim.train.logs import read_metrics
 from wmsim.train.loop import load_run
 
@@ -71,8 +73,6 @@ def start_contexts(replay: Replay, context: int, count: int) -> dict[str, np.nda
 
     A dream env's reset should look like the real game's: the start of an episode.
     """
-    from wmsim.train.evaluate import episode_windows
-
     starts = replay.window_starts(context)
     firsts = replay.gather(starts, 1, fields=("is_first",))["is_first"][:, 0]
     chosen = episode_windows(replay, starts[firsts], context, count)
@@ -242,8 +242,6 @@ def write_bundle(
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
