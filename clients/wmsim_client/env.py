@@ -1,16 +1,18 @@
 """DreamEnv: one dream of a learned Atari simulator as a ``gymnasium.Env``.
 
-The env owns the randomness and the simulator owns the model. Every step draws
-the step's noise and then one uniform number from ``self.np_random``, always
-both and in that order, so a seed reproduces a trajectory however its episode
-ends. The episode terminates when that number is at least the model's continue
-probability; it is truncated only by a step limit, never by the model.
-:class:`wmsim_client.vector.DreamVectorEnv` draws the same numbers per sub-env,
-so one vector env of N dreams the same as N single envs seeded s, s + 1, ...
+The env keeps the episode (step count, truncation) and the simulator keeps the
+dream: its row's state and random generator (see :mod:`wmsim_server.dreams`).
+``reset(seed=s)`` seeds that generator with the generator gymnasium would make
+for ``s`` (and seeds ``np_random`` alike, as gymnasium expects, though the dream
+does not draw from it), so a seed reproduces a trajectory, in-process or served.
+The episode terminates when the simulator's uniform draw is at least the
+model's continue probability; it is truncated only by a step limit, never by
+the model. :class:`wmsim_client.vector.DreamVectorEnv` drives N rows the same
+way, so one vector env of N dreams the same as N single envs seeded s, s + 1, ...
 
 The helpers below (option checks, spaces, actions, opening a simulator) are
-shared with the vector env. Nothing here imports onnxruntime or torch: the
-runtime is imported when a local simulator is built.
+shared with the vector env. Nothing here imports onnxruntime, grpc or torch:
+they are imported when a local or remote simulator is built.
 """
 
 from __future__ import annotations
@@ -161,7 +163,6 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.observation_space = observation_space(spec, obs_type)
         self.action_space = spaces.Discrete(len(spec["actions"]))
         self.action_meanings = [str(a) for a in spec["actions"]]
-        self._noise_shape = tuple(spec["noise"]["shape"])
         self._row = np.zeros(1, np.int64)
         self._elapsed: int | None = None  # steps since the last reset; None before the first
 
@@ -177,13 +178,11 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode at a start context drawn from ``np_random``; info holds its index."""
+        """Start an episode at a start context drawn by the dream row; info holds its index."""
         super().reset(seed=seed)
-        simulator = self._live()
-        context = self.np_random.integers(simulator.num_contexts)
-        obs = simulator.reset(self._row, np.array([context], np.int64))[0]
+        obs, contexts = self._live().reset(self._row, [seed])
         self._elapsed = 0
-        return obs, {"context": int(context)}
+        return obs[0], {"context": int(contexts[0])}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Dream one step; info holds the model's continue probability."""
@@ -191,16 +190,13 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         if self._elapsed is None:
             raise RuntimeError("call reset() before step()")
         index = action_index(action, int(self.action_space.n))
-        # always both draws, in this order: the stream stays the same whatever happens
-        noise = self.np_random.random(self._noise_shape, dtype=np.float32)[None]
-        uniform = self.np_random.random()
-        obs, reward, cont = simulator.step(self._row, np.array([index], np.int64), noise)
+        stepped = simulator.step(self._row, np.array([index], np.int64), self._row[:0])
         self._elapsed += 1
-        # compared in float64, as the vector env does: a float32 comparison could flip an end
-        terminated = bool(uniform >= float(cont[0]))
         limit = self.max_episode_steps
         truncated = limit is not None and self._elapsed >= limit
-        return obs[0], float(reward[0]), terminated, truncated, {"continue": float(cont[0])}
+        cont = float(stepped.cont[0])
+        return (stepped.obs[0], float(stepped.reward[0]), bool(stepped.terminated[0]), truncated,
+                {"continue": cont})  # fmt: skip
 
     def render(self) -> np.ndarray | None:
         """The current frame (H, W, 3) uint8 in ``"rgb_array"`` mode, else None."""

@@ -1,10 +1,11 @@
-"""The simulator a dream env drives: rows of dream state behind one interface.
+"""The simulator a dream env drives: rows of dreams behind one interface.
 
-A :class:`Simulator` holds ``num_rows`` dream rows (one per env). It resets
-rows to start contexts and steps any subset of them in one call; all
-randomness comes in as arguments, so the env that owns the random generator
-decides what a seed reproduces. :class:`LocalSimulator` runs the bundle
-in-process with onnxruntime; a remote one speaks to ``wmsim serve``.
+A :class:`Simulator` holds ``num_rows`` dream rows (one per env), each with its
+own random generator (see :mod:`wmsim_server.dreams`): the env sends seeds and
+actions and gets observations, rewards, continue probabilities and
+terminations back, so a seed gives the same dream in-process
+(:class:`LocalSimulator`) as from ``wmsim serve``
+(:class:`wmsim_client.remote.RemoteSimulator`).
 
 Observations are frames (``obs_type="pixels"``, (H, W, 3) uint8) or the
 model's latents (``obs_type="latent"``, no decoding). A reset shows the start
@@ -13,12 +14,30 @@ context's last real frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 OBS_TYPES = ("pixels", "latent")
+
+
+class Stepped(NamedTuple):
+    """What one :meth:`Simulator.step` call returns."""
+
+    obs: np.ndarray
+    """(n, ...) observations of the stepped rows."""
+    reward: np.ndarray
+    """(n,) float32."""
+    cont: np.ndarray
+    """(n,) float32: the model's probability that the episode goes on."""
+    terminated: np.ndarray
+    """(n,) bool: the row's uniform draw was at least ``cont``."""
+    reset_obs: np.ndarray
+    """(k, ...) observations of the rows reset in the same call."""
+    contexts: np.ndarray
+    """(k,) int64: their start contexts."""
 
 
 class Simulator(Protocol):
@@ -31,13 +50,11 @@ class Simulator(Protocol):
     """Start contexts a reset may choose from."""
     obs_type: str
 
-    def reset(self, rows: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """Put ``rows`` at the end of start contexts ``contexts``; return their observations."""
+    def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Reset ``rows``, seeding those whose seed is not None -> (observations, contexts)."""
 
-    def step(
-        self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step ``rows`` -> (observations, reward (n,) float32, continue probability (n,))."""
+    def step(self, rows: np.ndarray, actions: np.ndarray, resets: np.ndarray) -> Stepped:
+        """Step ``rows`` with ``actions`` and reset the other rows ``resets``, in one call."""
 
     def frames(self, rows: np.ndarray) -> np.ndarray:
         """The current frames of ``rows`` (n, H, W, 3) uint8, for rendering."""
@@ -47,7 +64,7 @@ class Simulator(Protocol):
 
 
 class LocalSimulator:
-    """A bundle run in this process by :class:`wmsim_server.runtime.Runtime`.
+    """Dream rows run in this process (:class:`wmsim_server.dreams.Dreams`).
 
     Args:
         bundle: the bundle's path.
@@ -68,51 +85,41 @@ class LocalSimulator:
         threads: int | None = None,
         render: bool = False,
     ):
-        from wmsim_server.runtime import Runtime
+        from wmsim_server.dreams import Dreams
 
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
         decode = obs_type == "pixels" or render
-        self.runtime = Runtime(bundle, num_rows, device=device, threads=threads, decode=decode)
-        self.spec, self.num_rows, self.obs_type = self.runtime.bundle.spec, num_rows, obs_type
-        self.num_contexts = self.runtime.num_contexts
-        self._shown = np.zeros((num_rows, *self.spec["observation"]["shape"]), np.uint8)
-        self._real = np.zeros(num_rows, bool)  # the row shows a real start frame, not a dream
+        self.dreams: Dreams | None = Dreams(
+            bundle, num_rows, device=device, threads=threads, decode=decode
+        )
+        self.spec, self.num_rows, self.obs_type = self.dreams.spec, num_rows, obs_type
+        self.num_contexts = self.dreams.num_contexts
 
-    def reset(self, rows: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """Put ``rows`` at the end of start contexts ``contexts``; return their observations."""
-        self._check_open()
-        latent = self.runtime.reset(rows, contexts)
-        self._shown[rows] = self.runtime.start_frames[contexts]
-        self._real[rows] = True
-        return self._shown[rows].copy() if self.obs_type == "pixels" else latent.copy()
+    def _live(self):
+        if self.dreams is None:
+            raise RuntimeError("this simulator is closed")
+        return self.dreams
 
-    def step(
-        self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step ``rows`` -> (observations, reward (n,) float32, continue probability (n,))."""
-        self._check_open()
-        reward, cont, latent = self.runtime.step(rows, actions, noise)
-        self._real[rows] = False
-        if self.obs_type == "latent":
-            return latent.copy(), reward, cont
-        frames = self.runtime.graphs.decode(latent)
-        self._shown[rows] = frames
-        return frames, reward, cont
+    def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Reset ``rows``, seeding those whose seed is not None -> (observations, contexts)."""
+        dreams = self._live()
+        contexts = dreams.reset(rows, seeds)
+        return dreams.observations(rows, self.obs_type), contexts
+
+    def step(self, rows: np.ndarray, actions: np.ndarray, resets: np.ndarray) -> Stepped:
+        """Step ``rows`` with ``actions`` and reset the other rows ``resets``, in one call."""
+        dreams = self._live()
+        contexts = dreams.reset(resets)
+        reward, cont, terminated = dreams.step(rows, actions)
+        obs = dreams.observations(rows, self.obs_type)
+        return Stepped(obs, reward, cont, terminated, dreams.observations(resets, self.obs_type),
+                       contexts)  # fmt: skip
 
     def frames(self, rows: np.ndarray) -> np.ndarray:
-        """The current frames of ``rows`` (n, H, W, 3) uint8: real at a reset, then decoded."""
-        self._check_open()
-        rows = np.asarray(rows, np.int64)
-        if self.obs_type == "pixels" or self._real[rows].all():
-            return self._shown[rows].copy()
-        dreamed = self.runtime.frames(rows)
-        return np.where(self._real[rows, None, None, None], self._shown[rows], dreamed)
-
-    def _check_open(self) -> None:
-        if self.runtime is None:
-            raise RuntimeError("this simulator is closed")
+        """The current frames of ``rows`` (n, H, W, 3) uint8: real at a reset, then dreamt."""
+        return self._live().frames(rows)
 
     def close(self) -> None:
-        """Release the runtime; closing twice is allowed."""
-        self.runtime = None
+        """Release the rows; closing twice is allowed."""
+        self.dreams = None

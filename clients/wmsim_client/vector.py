@@ -2,11 +2,12 @@
 
 It is the native vector env of the ``wmsim/<Game>-dream-v0`` ids
 (``gymnasium.make_vec`` builds it through the ``vector_entry_point``) and equals
-N :class:`wmsim_client.env.DreamEnv` step for step: each sub-env keeps its own
-random generator, seeded and drawn from exactly as a single env's ``np_random``
-(the context index at a reset; the step's noise, then one uniform number for the
-end decision, at every step). The autoreset modes follow gymnasium's
-``SyncVectorEnv``, infos included.
+N :class:`wmsim_client.env.DreamEnv` step for step: each sub-env is one row of
+the simulator, with its own random generator, seeded as a single env seeds its
+row (see :mod:`wmsim_server.dreams`). The autoreset modes follow gymnasium's
+``SyncVectorEnv``, infos included. In NEXT_STEP mode the sub-envs that ended
+last step are reset in the same simulator call that steps the others: one
+round trip per step to a server.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from gymnasium import logger, spaces
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -114,9 +114,6 @@ class DreamVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.action_meanings = [str(a) for a in spec["actions"]]
-        self._noise_shape = tuple(spec["noise"]["shape"])
-        # one generator per sub-env, from fresh entropy until a seeded reset replaces it
-        self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
         space = self.single_observation_space
         self._obs = np.zeros((self.num_envs, *space.shape), space.dtype)  # the last observations
         self._elapsed = np.zeros(self.num_envs, np.int64)  # steps since each sub-env's reset
@@ -166,20 +163,19 @@ class DreamVectorEnv(VectorEnv):
             mask = check_reset_mask(options["reset_mask"], self.num_envs)
         if isinstance(seed, int | np.integer):
             super().reset(seed=int(seed))  # the vector env's own np_random, unused by the dreams
-        for i in np.flatnonzero(mask):
-            if seeds[i] is not None:
-                # exactly the generator gymnasium.Env.reset(seed=seeds[i]) would make
-                self._rngs[i] = seeding.np_random(seeds[i])[0]
         infos: dict[str, Any] = {}
-        self._reset_rows(simulator, np.flatnonzero(mask), infos)
+        rows = np.flatnonzero(mask)
+        obs, contexts = simulator.reset(rows, [seeds[i] for i in rows])
+        self._was_reset(rows, obs, contexts, infos)
         return self._obs.copy(), infos
 
-    def _reset_rows(self, simulator: Simulator, rows: np.ndarray, infos: dict[str, Any]) -> None:
-        """Reset ``rows`` to start contexts drawn from their generators; add their infos."""
+    def _was_reset(
+        self, rows: np.ndarray, obs: np.ndarray, contexts: np.ndarray, infos: dict[str, Any]
+    ) -> None:
+        """Record that ``rows`` were reset to ``contexts`` showing ``obs``; add their infos."""
         if len(rows) == 0:
             return
-        contexts = np.array([self._rngs[i].integers(simulator.num_contexts) for i in rows])
-        self._obs[rows] = simulator.reset(rows, contexts)
+        self._obs[rows] = obs
         self._elapsed[rows], self._ended[rows], self._unset[rows] = 0, False, False
         self._add_rows(infos, "context", rows, contexts, np.int64)
 
@@ -195,15 +191,6 @@ class DreamVectorEnv(VectorEnv):
             infos[f"_{key}"] = np.zeros(self.num_envs, bool)
         infos[key][rows] = values
         infos[f"_{key}"][rows] = True
-
-    def _draw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the noise and then the end decision's uniform number, as DreamEnv.step draws."""
-        noise = np.empty((len(rows), *self._noise_shape), np.float32)
-        uniform = np.empty(len(rows), np.float64)
-        for k, i in enumerate(rows):
-            noise[k] = self._rngs[i].random(self._noise_shape, dtype=np.float32)
-            uniform[k] = self._rngs[i].random()
-        return noise, uniform
 
     def _check_step(self, actions: Any) -> np.ndarray:
         if self._unset.any():
@@ -245,22 +232,21 @@ class DreamVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         resetting = np.flatnonzero(self._ended)  # NEXT_STEP only: DISABLED refused them
         rows = np.flatnonzero(~self._ended)
-        cont = np.zeros(0, np.float64)
-        if len(rows):
-            noise, uniform = self._draw(rows)
-            obs, reward, cont = simulator.step(rows, actions[rows], noise)
-            self._obs[rows] = obs
-            self._elapsed[rows] += 1
-            rewards[rows] = reward
-            cont = np.asarray(cont, np.float64)
-            terminated[rows] = uniform >= cont
-            if self.max_episode_steps is not None:
-                truncated[rows] = self._elapsed[rows] >= self.max_episode_steps
+        stepped = simulator.step(rows, actions[rows], resetting)
+        self._obs[rows] = stepped.obs
+        self._elapsed[rows] += 1
+        rewards[rows] = stepped.reward
+        cont = np.asarray(stepped.cont, np.float64)
+        terminated[rows] = stepped.terminated
+        if self.max_episode_steps is not None:
+            truncated[rows] = self._elapsed[rows] >= self.max_episode_steps
         ended = terminated | truncated
-        self._reset_rows(simulator, resetting, infos)
+        self._was_reset(resetting, stepped.reset_obs, stepped.contexts, infos)
         if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
             self._final(infos, np.flatnonzero(ended), rows, cont)
-            self._reset_rows(simulator, np.flatnonzero(ended), infos)
+            ended_rows = np.flatnonzero(ended)
+            obs, contexts = simulator.reset(ended_rows, [None] * len(ended_rows))
+            self._was_reset(ended_rows, obs, contexts, infos)
             ended[:] = False
         else:
             self._add_rows(infos, "continue", rows, cont, np.float64)

@@ -1,0 +1,114 @@
+"""Dreams: rows of dream state, each with its own random generator.
+
+This is the part of a dream env that belongs with the model, run the same way
+in-process (:class:`wmsim_client.simulator.LocalSimulator`) and behind
+``wmsim serve``: a client sends seeds and actions, never noise or state, so a
+seed gives the same dream wherever it runs.
+
+Every row draws from its generator in one fixed order: the start context's
+index at a reset; the step's noise and then one uniform number at every step,
+always both, so the stream stays the same however an episode ends. A step
+terminates when that number is at least the model's continue probability
+(compared in float64). A row's generator is exactly the one
+``gymnasium.Env.reset(seed=s)`` makes, so a dream seeded ``s`` is the one
+``DreamEnv`` dreamt before serving existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from gymnasium.utils import seeding
+
+from wmsim.bundle import Bundle
+from wmsim_server.runtime import Runtime
+
+
+class Dreams:
+    """``capacity`` dream rows over one bundle; see the module docstring.
+
+    Args:
+        bundle: an opened bundle, or its path.
+        capacity: rows.
+        device, threads, decode: as for :class:`wmsim_server.runtime.Graphs`.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        capacity: int,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        decode: bool = True,
+    ):
+        self.runtime = Runtime(bundle, capacity, device=device, threads=threads, decode=decode)
+        self.spec, self.capacity = self.runtime.bundle.spec, capacity
+        self.num_contexts = self.runtime.num_contexts
+        self.noise_shape = tuple(self.spec["noise"]["shape"])
+        # fresh entropy until a seeded reset replaces a row's generator
+        self.rngs = [seeding.np_random()[0] for _ in range(capacity)]
+        self._shown = np.zeros((capacity, *self.spec["observation"]["shape"]), np.uint8)
+        self._current = np.zeros(capacity, bool)  # _shown holds the row's current frame
+
+    def reset(self, rows: np.ndarray, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        """Reset ``rows`` to start contexts drawn from their generators.
+
+        Args:
+            rows: (n,) row indices.
+            seeds: one seed or None per row; a seed replaces the row's generator
+                first, None keeps it. None for all keeps every generator.
+
+        Returns:
+            The start contexts' indices (n,) int64.
+        """
+        rows = np.asarray(rows, np.int64)
+        if seeds is not None:
+            for row, seed in zip(rows, seeds, strict=True):
+                if seed is not None:
+                    self.rngs[row] = seeding.np_random(int(seed))[0]
+        contexts = np.array([self.rngs[r].integers(self.num_contexts) for r in rows], np.int64)
+        self.runtime.reset(rows, contexts)
+        self._shown[rows] = self.runtime.start_frames[contexts]
+        self._current[rows] = True
+        return contexts
+
+    def step(
+        self, rows: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dream one step of ``rows`` (n,) with ``actions`` (n,) in one model call.
+
+        Returns:
+            reward (n,) float32, continue probability (n,) float32, terminated (n,) bool.
+        """
+        rows = np.asarray(rows, np.int64)
+        noise = np.empty((len(rows), *self.noise_shape), np.float32)
+        uniform = np.empty(len(rows), np.float64)
+        for k, row in enumerate(rows):
+            noise[k] = self.rngs[row].random(self.noise_shape, dtype=np.float32)
+            uniform[k] = self.rngs[row].random()
+        reward, cont, _ = self.runtime.step(rows, actions, noise)
+        self._current[rows] = False
+        return reward, cont, uniform >= cont.astype(np.float64)
+
+    def latents(self, rows: np.ndarray) -> np.ndarray:
+        """The current latents of ``rows`` (n, ...), a copy."""
+        return self.runtime.latents[np.asarray(rows, np.int64)]
+
+    def frames(self, rows: np.ndarray) -> np.ndarray:
+        """The current frames of ``rows`` (n, H, W, 3) uint8: real at a reset, then dreamt.
+
+        Each dreamt frame is decoded once, in one call for all rows that need it.
+        """
+        rows = np.asarray(rows, np.int64)
+        stale = np.unique(rows[~self._current[rows]])
+        if len(stale):
+            self._shown[stale] = self.runtime.frames(stale)
+            self._current[stale] = True
+        return self._shown[rows]
+
+    def observations(self, rows: np.ndarray, obs_type: str) -> np.ndarray:
+        """Frames (``"pixels"``) or latents (``"latent"``) of ``rows``."""
+        return self.frames(rows) if obs_type == "pixels" else self.latents(rows)

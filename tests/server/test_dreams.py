@@ -1,0 +1,68 @@
+"""Dreams: rows with their own generators; what a seed reproduces, wherever rows are stepped."""
+
+import numpy as np
+import pytest
+from gymnasium.utils import seeding
+from wmsim_server.dreams import Dreams
+
+from wmsim.store import EMBEDDED
+
+DEFAULT = EMBEDDED / "Breakout.wmsim"
+
+
+@pytest.fixture(scope="module")
+def dreams():
+    return Dreams(DEFAULT, 4, device="cpu", threads=1)
+
+
+def rollout(dreams, rows, seeds, steps=6):
+    contexts = dreams.reset(rows, seeds)
+    out = [contexts]
+    for t in range(steps):
+        actions = (np.array(seeds) + t) % 4  # each dream its own actions
+        out.extend(dreams.step(rows, actions))
+        out.append(dreams.frames(rows))
+    return out
+
+
+def test_a_row_draws_exactly_what_a_gymnasium_seeded_generator_draws(dreams):
+    dreams.reset(np.array([2]), [11])
+    dreams.step(np.array([2]), np.array([1]))
+    expected = seeding.np_random(11)[0]
+    expected.integers(dreams.num_contexts)  # the start context
+    expected.random(dreams.noise_shape, dtype=np.float32)  # the step's noise
+    expected.random()  # the end decision, drawn however the step ends
+    assert dreams.rngs[2].bit_generator.state == expected.bit_generator.state
+
+
+def test_none_keeps_the_generator_and_a_seed_replaces_it(dreams):
+    dreams.reset(np.array([0, 1]), [5, 5])
+    before = dreams.rngs[1].bit_generator.state
+    dreams.reset(np.array([0, 1]), [5, None])
+    assert dreams.rngs[1].bit_generator.state != before  # it went on drawing
+    again = seeding.np_random(5)[0]
+    again.integers(dreams.num_contexts)
+    assert dreams.rngs[0].bit_generator.state == again.bit_generator.state
+
+
+def test_rows_stepped_together_dream_what_they_dream_alone(dreams):
+    """What the server's batcher relies on: merging rows changes nothing."""
+    together = rollout(dreams, np.array([3, 0]), [7, 8])
+    alone = [rollout(dreams, np.array([1]), [seed]) for seed in (7, 8)]
+    for k, merged in enumerate(together):
+        for i in range(2):
+            if merged.dtype.kind == "f":
+                np.testing.assert_allclose(merged[i], alone[i][k][0], rtol=1e-5, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(merged[i], alone[i][k][0])
+
+
+def test_frames_are_real_at_a_reset_and_decoded_once_per_step(dreams):
+    contexts = dreams.reset(np.array([0]), [1])
+    np.testing.assert_array_equal(dreams.frames(np.array([0]))[0],
+                                  dreams.runtime.start_frames[contexts[0]])  # fmt: skip
+    dreams.step(np.array([0]), np.array([0]))
+    first = dreams.frames(np.array([0, 0]))
+    np.testing.assert_array_equal(first[0], first[1])
+    np.testing.assert_array_equal(first[0], dreams.runtime.frames(np.array([0]))[0])
+    assert dreams.observations(np.array([0]), "latent").shape == (1, 1024)
