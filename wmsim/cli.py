@@ -24,6 +24,7 @@ commands:
   train         train a world model on a replay directory
   dream         write the real game and a model's dream of it side by side (GIF, MP4)
   export        write a trained run as a model bundle (ONNX graphs, spec, start contexts)
+  serve         serve a model bundle's dreams over gRPC to any number of clients
   bundle check  validate a model bundle: files, hashes, graph signatures, format version
   models list   list the model bundles dream envs can load by name
   models add    copy a bundle into the user's model store
@@ -163,6 +164,18 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
+def _serve(argv: list[str]) -> int:
+    import tyro
+
+    try:
+        from wmsim_server.serve import ServeArgs, serve
+    except ImportError as error:
+        raise UserError(
+            f"serving needs {error.name}: pip install 'wmsim[cpu]' (or [gpu])"
+        ) from None
+    return serve(tyro.cli(ServeArgs, prog="wmsim serve", args=argv))
+
+
 @dataclass(frozen=True)
 class BundleCheckArgs:
     """Validate a model bundle."""
@@ -262,6 +275,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "dream": _dream,
     "export": _export,
+    "serve": _serve,
     "bundle check": _bundle_check,
     "models list": _models_list,
     "models add": _models_add,

@@ -56,7 +56,7 @@ def check_options(obs_type: str, render_mode: str | None, max_episode_steps: int
         )
 
 
-def open_simulator(
+def open_simulator(  # noqa: D417 (the envs document the shared options)
     *,
     game: str,
     model: str | os.PathLike | None,
@@ -66,12 +66,20 @@ def open_simulator(
     device: str,
     threads: int | None,
     simulator: Simulator | None,
+    remote: dict[str, Any] | None = None,
 ) -> Simulator:
-    """The given simulator after checking it fits, else a LocalSimulator of ``game``'s bundle.
+    """The given simulator after checking it fits, else a remote or a local one of ``game``.
+
+    Args:
+        game, model, num_rows, obs_type, render_mode, device, threads, simulator: as the
+            envs take them (``num_rows`` is their number of envs).
+        remote: ``server`` (``host:port``; None for a LocalSimulator), ``token``, ``tls`` and
+            ``timeout``, as :class:`wmsim_client.remote.RemoteSimulator` takes them.
 
     Raises:
-        ValueError: the given simulator has another row count or observation type.
-        wmsim.errors.UserError: there is no bundle for ``game``, or the bundle is of another game.
+        ValueError: the given simulator has another row count or observation type, or a
+            server was given together with a model.
+        wmsim.errors.UserError: there is no bundle for ``game``, or the model is of another game.
     """
     if simulator is not None:
         if simulator.num_rows != num_rows or simulator.obs_type != obs_type:
@@ -82,16 +90,26 @@ def open_simulator(
         if simulator.spec["game"] != game:
             raise UserError(f"the simulator dreams {simulator.spec['game']}, not {game}")
         return simulator
-    path = resolve_model(game, model)
-    render = render_mode == "rgb_array"
-    built = LocalSimulator(
-        path, num_rows, obs_type=obs_type, device=device, threads=threads, render=render
-    )
+    remote = remote or {}
+    if remote.get("server") is not None:
+        if model is not None:
+            raise ValueError("give model= or server=, not both: a server dreams with its own model")
+        from wmsim_client.remote import RemoteSimulator
+
+        built = RemoteSimulator(remote.pop("server"), num_rows, obs_type=obs_type, **remote)
+        source = f"the server at {built.address} serves"
+    else:
+        path = resolve_model(game, model)
+        render = render_mode == "rgb_array"
+        built = LocalSimulator(
+            path, num_rows, obs_type=obs_type, device=device, threads=threads, render=render
+        )
+        source = f"{path} is"
     if built.spec["game"] != game:  # e.g. WMSIM_MODEL names one game's model for all
         built.close()
         raise UserError(
-            f"{path} is a model of {built.spec['game']}, not {game}; pass "
-            f"game={built.spec['game']!r} or a model of {game}"
+            f"{source} a model of {built.spec['game']}, not {game}; make "
+            f"'wmsim/{built.spec['game']}-dream-v0' or use a model of {game}"
         )
     return built
 
@@ -134,8 +152,13 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         threads: onnxruntime intra-op threads (default: one per core).
         max_episode_steps: truncate episodes after this many steps. Usually None: the
             registered ids get gymnasium's TimeLimit instead.
-        simulator: a ready simulator of one row to drive, such as a remote one; ``model``,
-            ``device`` and ``threads`` are then unused.
+        simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``
+            and the server options are then unused.
+        server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
+            (same seeds, same dreams); ``model``, ``device`` and ``threads`` are then unused.
+        token: the server's bearer token (default: ``$WMSIM_TOKEN``).
+        tls: False, True (TLS, system roots) or a PEM root certificate path.
+        timeout: seconds any one server call may take.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
@@ -151,11 +174,16 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         threads: int | None = None,
         max_episode_steps: int | None = None,
         simulator: Simulator | None = None,
+        server: str | None = None,
+        token: str | None = None,
+        tls: bool | str | os.PathLike = False,
+        timeout: float = 30.0,
     ):
         check_options(obs_type, render_mode, max_episode_steps)
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=1, obs_type=obs_type, render_mode=render_mode,
             device=device, threads=threads, simulator=simulator,
+            remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
         )  # fmt: skip
         spec = self.simulator.spec
         self.game, self.obs_type, self.render_mode = game, obs_type, render_mode

@@ -75,6 +75,8 @@ class DreamVectorEnv(VectorEnv):
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
         simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
             and ``threads`` are then unused.
+        server, token, tls, timeout: dream on a ``wmsim serve``, as for
+            :class:`wmsim_client.env.DreamEnv`.
     """
 
     def __init__(
@@ -90,6 +92,10 @@ class DreamVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         simulator: Simulator | None = None,
+        server: str | None = None,
+        token: str | None = None,
+        tls: bool | str | os.PathLike = False,
+        timeout: float = 30.0,
     ):
         self.closed = True  # until the simulator is open: nothing for close() to do
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -99,6 +105,7 @@ class DreamVectorEnv(VectorEnv):
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=int(num_envs), obs_type=obs_type,
             render_mode=render_mode, device=device, threads=threads, simulator=simulator,
+            remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
         )  # fmt: skip
         self.closed = False
         spec = self.simulator.spec

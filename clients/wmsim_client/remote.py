@@ -1,0 +1,243 @@
+"""RemoteSimulator: dream rows held by a ``wmsim serve`` server.
+
+It opens a session of ``num_rows`` envs and drives it over one long-lived
+bidirectional stream, one request and one answer per call, so a vector step
+is one round trip (NEXT_STEP resets ride along). The server keeps the rows'
+state and random generators; this side sends seeds and actions, so a seed
+dreams exactly what it dreams in-process.
+
+Every call has a deadline (``timeout`` seconds; for the stream, a watchdog
+thread cancels a step that waits longer). Failures become Python exceptions
+that say what happened: ``ConnectionError`` when the server cannot be reached
+or goes away mid-episode, ``TimeoutError`` past the deadline,
+``PermissionError`` for a missing or wrong token, ``ValueError`` for input the
+server refused, :class:`ServerError` for the rest. One simulator is used from
+one thread at a time, as an env is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from wmsim.rpc import tensors
+from wmsim.rpc.v1 import dream_pb2 as pb
+from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+from wmsim_client.simulator import OBS_TYPES, Stepped
+
+SESSION_KEY = "wmsim-session"
+OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
+STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "contexts")
+"""The StepResponse fields that make a Stepped, in its order."""
+MAX_MESSAGE = 256 * 2**20
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+class ServerError(RuntimeError):
+    """The server refused a call for a reason other than the input or the connection."""
+
+    def __init__(self, message: str, code: grpc.StatusCode):
+        super().__init__(message)
+        self.code = code
+
+
+def _credentials(tls: bool | str | os.PathLike) -> grpc.ChannelCredentials | None:
+    if tls is False or tls is None:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()  # the system's trusted roots
+    path = Path(tls)
+    if not path.is_file():
+        raise ValueError(f"tls must be True, False or a PEM root certificate file; {path} is none")
+    return grpc.ssl_channel_credentials(root_certificates=path.read_bytes())
+
+
+class RemoteSimulator:
+    """``num_rows`` dream rows on the server at ``server``; see the module docstring.
+
+    Args:
+        server: ``host:port`` of a ``wmsim serve``.
+        num_rows: dream rows (envs) to open.
+        obs_type: pixels or latent.
+        token: the server's bearer token (default: ``$WMSIM_TOKEN`` if set).
+        tls: False for plain TCP, True for TLS with the system's roots, or the path of a
+            PEM root certificate (a self-signed server certificate, for example).
+        timeout: seconds any one call may take.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        num_rows: int,
+        *,
+        obs_type: str = "pixels",
+        token: str | None = None,
+        tls: bool | str | os.PathLike = False,
+        timeout: float = 30.0,
+    ):
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.address, self.timeout, self.obs_type = server, float(timeout), obs_type
+        self.num_rows = num_rows
+        token = token if token is not None else os.environ.get("WMSIM_TOKEN") or None
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
+        credentials = _credentials(tls)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.secure_channel(server, credentials, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.DreamStub(self.channel)
+        self._session: str | None = None
+        self._broken: Exception | None = None
+        try:
+            spec = self._unary(self._stub.GetSpec, pb.GetSpecRequest())
+            self.spec, self.num_contexts = json.loads(spec.spec_json), spec.num_contexts
+            self.device = spec.device
+            opened = self._unary(self._stub.OpenSession, pb.OpenSessionRequest(
+                num_envs=num_rows, obs_type=OBS_TYPE_CODES[obs_type]))  # fmt: skip
+        except BaseException:
+            self.channel.close()
+            raise
+        self._session = opened.session_id
+        self._requests: queue.SimpleQueue[pb.StepRequest | None] = queue.SimpleQueue()
+        metadata = (*self._auth, (SESSION_KEY, self._session))
+        self._responses = self._stub.Run(self._request_stream(), metadata=metadata)
+        self._waiting_since: float | None = None
+        self._timed_out = False
+        self._closed = threading.Event()
+        threading.Thread(target=self._watchdog, daemon=True, name="wmsim-deadline").start()
+
+    # -- the Simulator interface ------------------------------------------------------
+
+    def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Reset ``rows``, seeding those whose seed is not None -> (observations, contexts)."""
+        resets = [self._reset(row, seed) for row, seed in zip(rows, seeds, strict=True)]
+        response = self._exchange(pb.StepRequest(resets=resets))
+        return self._array(response.reset_obs, "reset_obs"), self._array(
+            response.contexts, "contexts"
+        )
+
+    def step(self, rows: np.ndarray, actions: np.ndarray, resets: np.ndarray) -> Stepped:
+        """Step ``rows`` with ``actions`` and reset the other rows ``resets``, in one round trip."""
+        request = pb.StepRequest(
+            resets=[pb.Reset(env=int(r)) for r in resets],
+            step_envs=np.asarray(rows).tolist(),
+            actions=tensors.encode(np.asarray(actions, np.int64)),
+        )
+        response = self._exchange(request)
+        return Stepped(*(self._array(getattr(response, name), name) for name in STEPPED))
+
+    def frames(self, rows: np.ndarray) -> np.ndarray:
+        """The current frames of ``rows`` (n, H, W, 3) uint8."""
+        response = self._exchange(pb.StepRequest(frame_envs=np.asarray(rows).tolist()))
+        return self._array(response.frames, "frames")
+
+    def close(self) -> None:
+        """End the stream, close the session and the channel; closing twice is allowed."""
+        if self._session is None:
+            return
+        session, self._session = self._session, None
+        self._closed.set()
+        self._requests.put(None)  # ends the request stream: the server's handler returns
+        if self._broken is None:
+            try:
+                request = pb.CloseSessionRequest(session_id=session)
+                self._stub.CloseSession(
+                    request, timeout=min(self.timeout, 5.0), metadata=self._auth
+                )
+            except grpc.RpcError:
+                pass  # the server is gone or already freed the rows: nothing left to release
+        self._responses.cancel()
+        self.channel.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _reset(row: int, seed: int | None) -> pb.Reset:
+        if seed is None:
+            return pb.Reset(env=int(row))
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, int | np.integer)
+            or not 0 <= seed < 2**64
+        ):
+            raise ValueError(f"a seed is None or an int in [0, 2**64), got {seed!r}")
+        return pb.Reset(env=int(row), seed=int(seed))
+
+    @staticmethod
+    def _array(tensor: pb.Tensor, what: str) -> np.ndarray:
+        return tensors.decode(tensor, what).copy()  # writable, owned by the caller
+
+    def _request_stream(self):
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _unary(self, method, request):
+        try:
+            return method(request, timeout=self.timeout, metadata=self._auth)
+        except grpc.RpcError as error:
+            raise self._translate(error) from None
+
+    def _exchange(self, request: pb.StepRequest) -> pb.StepResponse:
+        if self._session is None:
+            raise RuntimeError("this simulator is closed")
+        if self._broken is not None:
+            raise ConnectionError(f"the stream to {self.address} broke earlier: {self._broken}")
+        self._requests.put(request)
+        self._waiting_since = time.monotonic()
+        try:
+            return next(self._responses)
+        except grpc.RpcError as error:
+            self._broken = self._translate(error)
+            raise self._broken from None
+        except StopIteration:
+            self._broken = ConnectionError(f"the server at {self.address} ended the stream")
+            raise self._broken from None
+        finally:
+            self._waiting_since = None
+
+    def _watchdog(self) -> None:
+        """Cancel the stream when a step waits past the deadline (streams have none per message)."""
+        tick = min(self.timeout / 10, 0.5)
+        while not self._closed.wait(tick):
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self._timed_out = True
+                self._responses.cancel()
+                return
+
+    def _translate(self, error: grpc.RpcError) -> Exception:
+        code, details = error.code(), error.details()
+        where = f"the wmsim server at {self.address}"
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+            code == grpc.StatusCode.CANCELLED and self._timed_out
+        ):
+            return TimeoutError(f"{where} gave no answer within {self.timeout:g} s")
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            return ConnectionError(
+                f"{where} cannot be reached or went away ({details}); is `wmsim serve` running "
+                "there? Dream envs on it must be made again once it is back"
+            )
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return PermissionError(f"{where} refused the call: {details}")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return ValueError(f"{where} refused the input: {details}")
+        return ServerError(f"{where}: {details} ({code.name})", code)

@@ -1,0 +1,171 @@
+"""The batcher: steps from every client merged into one model call.
+
+Clients' stream handlers :meth:`Batcher.submit` jobs (one StepRequest each,
+already checked and mapped to arena rows) and await their results. One asyncio
+task collects jobs and flushes a batch when it holds ``max_batch`` envs, when
+``max_delay`` has passed since its first job, or as soon as every stream that
+could send has sent (waiting longer would only add delay). The batch runs on
+one worker thread, off the event loop, so gRPC keeps receiving meanwhile:
+resets first (copies), then one step of all stepped rows, then one decode of
+every frame the batch needs. Rows draw from their own generators, so merging
+changes no result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wmsim_server.dreams import Dreams
+
+
+@dataclass
+class Job:
+    """One client request in arena rows; the batcher fills in the result fields."""
+
+    obs_type: str
+    reset_rows: np.ndarray
+    seeds: list[int | None]
+    step_rows: np.ndarray
+    actions: np.ndarray
+    frame_rows: np.ndarray
+    submitted: float = field(default_factory=time.perf_counter)
+    contexts: np.ndarray | None = None
+    reset_obs: np.ndarray | None = None
+    obs: np.ndarray | None = None
+    reward: np.ndarray | None = None
+    cont: np.ndarray | None = None
+    terminated: np.ndarray | None = None
+    frames: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        """Envs this job steps or resets."""
+        return len(self.step_rows) + len(self.reset_rows)
+
+
+@dataclass
+class Stats:
+    """Counters since the last :meth:`Batcher.take_stats`."""
+
+    steps: int = 0
+    batches: int = 0
+    filled: int = 0
+    queue_delays: list[float] = field(default_factory=list)
+    since: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Merges jobs into batched model calls on ``dreams``; see the module docstring.
+
+    Args:
+        dreams: the arena of dream rows.
+        max_batch: envs per model call at most; a larger single job is stepped in chunks.
+        max_delay: seconds a batch waits for more jobs after its first.
+        streams: a callable giving the number of streams worth waiting for (stepping
+            lately, not waiting for an answer); the batch stops waiting when it is 0.
+    """
+
+    def __init__(self, dreams: Dreams, max_batch: int, max_delay: float, streams):
+        self.dreams, self.max_batch, self.max_delay = dreams, max_batch, max_delay
+        self._streams = streams
+        self._queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="wmsim-model")
+        self._task: asyncio.Task | None = None
+        self._running = False  # a batch is being collected or run
+        self.stats = Stats()
+
+    def start(self) -> None:
+        """Start collecting jobs on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def submit(self, job: Job) -> Job:
+        """Queue ``job``; returns it with its results once its batch has run."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((job, future))
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every submitted job has its result, then stop collecting."""
+        while not self._queue.empty() or self._running:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+        self._worker.shutdown(wait=True)
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            self._running = True
+            size, deadline = batch[0][0].size, loop.time() + self.max_delay
+            while size < self.max_batch and self._streams() > 0:
+                if self._queue.empty():
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except asyncio.TimeoutError:  # noqa: UP041 (distinct before 3.11)
+                        break
+                else:
+                    item = self._queue.get_nowait()
+                batch.append(item)
+                size += item[0].size
+            jobs = [job for job, _ in batch]
+            start = time.perf_counter()
+            try:
+                await loop.run_in_executor(self._worker, self._run, jobs)
+            except Exception as error:  # the clients hear of it; the server goes on
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for job, future in batch:
+                    if not future.done():  # its client may have gone meanwhile
+                        future.set_result(job)
+            finally:
+                self._running = False
+            self.stats.batches += 1
+            self.stats.steps += sum(len(job.step_rows) for job in jobs)
+            self.stats.filled += size
+            self.stats.queue_delays.extend(start - job.submitted for job in jobs)
+
+    def _run(self, jobs: list[Job]) -> None:
+        """One batch, on the worker thread: resets, one step, one decode."""
+        dreams = self.dreams
+        for job in jobs:
+            job.contexts = dreams.reset(job.reset_rows, job.seeds)
+        rows = np.concatenate([job.step_rows for job in jobs])
+        actions = np.concatenate([job.actions for job in jobs])
+        parts = [
+            dreams.step(rows[i : i + self.max_batch], actions[i : i + self.max_batch])
+            for i in range(0, len(rows), self.max_batch)
+        ] or [dreams.step(rows, actions)]
+        reward, cont, terminated = (np.concatenate(column) for column in zip(*parts, strict=True))
+        pixels = [j.frame_rows for j in jobs] + [
+            np.concatenate([j.step_rows, j.reset_rows]) for j in jobs if j.obs_type == "pixels"
+        ]
+        if sum(len(p) for p in pixels):
+            dreams.frames(np.concatenate(pixels))  # decodes every stale frame in one call
+        start = 0
+        for job in jobs:
+            end = start + len(job.step_rows)
+            job.reward, job.cont, job.terminated = (
+                reward[start:end],
+                cont[start:end],
+                terminated[start:end],
+            )
+            job.obs = dreams.observations(job.step_rows, job.obs_type)
+            job.reset_obs = dreams.observations(job.reset_rows, job.obs_type)
+            job.frames = dreams.frames(job.frame_rows)
+            start = end
+
+    def take_stats(self) -> Stats:
+        """The counters since the last call, and start new ones."""
+        stats, self.stats = self.stats, Stats()
+        return stats

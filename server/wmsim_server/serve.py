@@ -1,0 +1,239 @@
+"""``wmsim serve``: a bundle's dreams over gRPC for any number of clients.
+
+One asyncio event loop runs gRPC (the gRPC maintainers' advice for Python);
+the model runs on one worker thread (see :mod:`wmsim_server.batcher`). The
+server binds 127.0.0.1 unless told otherwise, raises the message size limits
+(a batch of 256 frames is 3 MB, gRPC's default receive limit 4 MB), serves the
+standard health service (and reflection with ``--reflection``), logs one
+``key=value`` line per event and a metrics line every ``--metrics-every``
+seconds, and on SIGTERM or SIGINT drains: health goes NOT_SERVING, new work is
+refused with UNAVAILABLE, every step already taken in is answered, and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from wmsim.errors import UserError
+from wmsim.rpc.v1 import dream_pb2 as pb
+from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+from wmsim.store import resolve_model
+from wmsim_server.dreams import Dreams
+from wmsim_server.service import DreamService, TokenAuth, event
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Dream"].full_name
+
+
+def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
+    """gRPC options both ends use: message limits, keepalive to notice vanished peers."""
+    size = max_message_mb * 2**20
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    """Serve a model bundle's dreams over gRPC."""
+
+    model: str | None = None
+    """Bundle path or model-store name (default: the game's model, as dream envs resolve it)."""
+    game: str = "Breakout"
+    """The game whose default model to serve when --model is not given."""
+    host: str = "127.0.0.1"
+    """Address to bind; 0.0.0.0 exposes the server (then use --token and TLS)."""
+    port: int = 50051
+    """Port to bind; 0 picks a free one (printed at start)."""
+    max_envs: int = 256
+    """Dream envs held over all sessions (rows of the state arena)."""
+    max_batch: int = 256
+    """Envs per model call at most."""
+    max_delay_ms: float = 2.0
+    """How long a batch waits for more clients' steps after its first one."""
+    max_sessions: int = 64
+    """Sessions open at once."""
+    idle_timeout_s: float = 300.0
+    """Close sessions that have had no stream for this long."""
+    token: str | None = None
+    """Require ``authorization: Bearer TOKEN`` on every call (default: $WMSIM_TOKEN if set)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve TLS (with --tls-key)."""
+    tls_key: Path | None = None
+    """PEM private key of --tls-cert."""
+    reflection: bool = False
+    """Serve gRPC reflection, for grpcurl and similar tools."""
+    device: str = "auto"
+    """Where onnxruntime runs the model: auto, cpu or cuda."""
+    threads: int | None = None
+    """onnxruntime intra-op threads (default: one per core)."""
+    metrics_every_s: float = 10.0
+    """Seconds between metrics lines; 0 for none."""
+    max_message_mb: int = 256
+    """Largest message either way, in MiB."""
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... event=... key=value ...`` lines (values with spaces quoted)."""
+
+    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
+        fields = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        return " ".join(f"{k}={_quoted(v)}" for k, v in fields.items())
+
+
+def _quoted(value) -> str:
+    text = str(value)
+    return f'"{text}"' if not text or any(c in text for c in ' "=') else text
+
+
+def _check(args: ServeArgs) -> None:
+    for name in ("max_envs", "max_batch", "max_sessions", "max_message_mb"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_delay_ms < 0 or args.idle_timeout_s <= 0:
+        raise UserError("--max-delay-ms must be at least 0 and --idle-timeout-s above 0")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("TLS needs both --tls-cert and --tls-key")
+    for path in (args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise UserError(f"{path} does not exist")
+
+
+def _metrics(service: DreamService, every: float):
+    async def loop():
+        while True:
+            await asyncio.sleep(every)
+            stats = service.batcher.take_stats()
+            seconds = time.perf_counter() - stats.since
+            delays = np.array(stats.queue_delays or [0.0]) * 1000
+            event(
+                "metrics",
+                steps_per_s=round(stats.steps / seconds, 1),
+                batches=stats.batches,
+                batch_fill=round(
+                    stats.filled / max(stats.batches, 1) / service.batcher.max_batch, 3
+                ),
+                queue_delay_ms_p50=round(float(np.percentile(delays, 50)), 3),
+                queue_delay_ms_p99=round(float(np.percentile(delays, 99)), 3),
+                sessions=len(service.sessions),
+                streams=len(service.driven),
+                free_envs=service.sessions.free,
+            )
+
+    return loop()
+
+
+async def run_server(args: ServeArgs, ready=None) -> int:
+    """Serve until SIGTERM or SIGINT; then drain and return 0.
+
+    Args:
+        args: the options.
+        ready: called with the bound port once the server accepts calls.
+    """
+    _check(args)
+    path = resolve_model(args.game, args.model)
+    dreams = Dreams(path, args.max_envs, device=args.device, threads=args.threads)
+    service = DreamService(
+        dreams,
+        max_batch=args.max_batch,
+        max_delay=args.max_delay_ms / 1000,
+        max_sessions=args.max_sessions,
+        idle_timeout=args.idle_timeout_s,
+    )
+    token = args.token or os.environ.get("WMSIM_TOKEN") or None
+    interceptors = [TokenAuth(token)] if token else []
+    server = grpc.aio.server(
+        interceptors=interceptors, options=channel_options(args.max_message_mb)
+    )
+    pb_grpc.add_DreamServicer_to_server(service, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    if args.reflection:
+        from grpc_reflection.v1alpha import reflection
+
+        names.append(reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    address = f"{args.host}:{args.port}"
+    if args.tls_cert is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise UserError(f"cannot bind {address}: in use or not an address of this machine")
+    if token and args.tls_cert is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        event(
+            "token_without_tls",
+            logging.WARNING,
+            advice="the token crosses the network in clear text; add --tls-cert, --tls-key",
+        )
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    service.batcher.start()
+    tasks = [asyncio.ensure_future(service.reap(min(10.0, args.idle_timeout_s / 2)))]
+    if args.metrics_every_s > 0:
+        tasks.append(asyncio.ensure_future(_metrics(service, args.metrics_every_s)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    event(
+        "serving",
+        address=f"{args.host}:{port}",
+        model=path,
+        game=dreams.spec["game"],
+        device=dreams.runtime.graphs.device,
+        max_envs=args.max_envs,
+        max_batch=args.max_batch,
+        tls=args.tls_cert is not None,
+        token=bool(token),
+    )
+    if ready is not None:
+        ready(port)
+    await stop.wait()
+    event("draining", sessions=len(service.sessions), streams=len(service.driven))
+    await health.enter_graceful_shutdown()
+    service.draining = True
+    await service.batcher.drain()  # every step taken in is answered
+    await server.stop(grace=2.0)
+    for task in tasks:
+        task.cancel()
+    event("stopped")
+    return 0
+
+
+def serve(args: ServeArgs) -> int:
+    """Run the server in this process (``wmsim serve``); logs go to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    logger = logging.getLogger("wmsim.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return asyncio.run(run_server(args))

@@ -1,0 +1,292 @@
+"""The Dream gRPC service: requests checked, mapped to arena rows, batched, answered.
+
+Every bad request gets a status naming the problem, and the server goes on
+serving everyone else: INVALID_ARGUMENT (bad envs, actions, seeds, tensors),
+FAILED_PRECONDITION (stepping an env never reset, a second stream on one
+session), NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (no room),
+UNAUTHENTICATED (token), UNAVAILABLE (shutting down). A client whose stream
+breaks mid-episode (it was killed, or its network went) loses its session:
+its rows are freed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from wmsim import __version__
+from wmsim.rpc import tensors
+from wmsim.rpc.v1 import dream_pb2 as pb
+from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+from wmsim_server.batcher import Batcher, Job
+from wmsim_server.dreams import Dreams
+from wmsim_server.sessions import NoRoom, Session, Sessions, UnknownSession
+
+SESSION_KEY = "wmsim-session"
+"""Request metadata naming the session a Run stream drives."""
+OBS_TYPES = {
+    pb.OBS_TYPE_UNSPECIFIED: "pixels",
+    pb.OBS_TYPE_PIXELS: "pixels",
+    pb.OBS_TYPE_LATENT: "latent",
+}
+ACTIVE_WINDOW = 0.25
+"""Seconds since its last request within which a stream counts as stepping: a batch waits
+(up to max_delay) only for such streams, never for idle ones."""
+
+log = logging.getLogger("wmsim.serve")
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured line: ``event=name key=value ...``."""
+    log.log(level, name, extra={"fields": fields})
+
+
+def _envs(values, num_envs: int, what: str) -> np.ndarray:
+    envs = np.asarray(values, np.int64)
+    if len(envs) and (envs.min() < 0 or envs.max() >= num_envs):
+        raise ValueError(f"{what} must be env indices in [0, {num_envs}), got {envs.tolist()}")
+    if len(np.unique(envs)) != len(envs):
+        raise ValueError(f"{what} must not repeat an env, got {envs.tolist()}")
+    return envs
+
+
+def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job:
+    """A checked StepRequest as a batcher job in arena rows.
+
+    Raises:
+        ValueError: a bad env index, action or tensor (INVALID_ARGUMENT).
+        RuntimeError: stepping an env never reset (FAILED_PRECONDITION).
+    """
+    n = session.num_envs
+    reset_envs = _envs([r.env for r in request.resets], n, "resets")
+    step_envs = _envs(request.step_envs, n, "step_envs")
+    frame_envs = np.asarray(request.frame_envs, np.int64)
+    _envs(np.unique(frame_envs), n, "frame_envs")
+    if np.intersect1d(reset_envs, step_envs).size:
+        raise ValueError("an env is either reset or stepped in one request, not both")
+    actions = np.zeros(0, np.int64)
+    if request.HasField("actions"):
+        actions = tensors.decode(request.actions, "actions")
+    if actions.shape != (len(step_envs),) or actions.dtype.kind not in "iu":
+        raise ValueError(
+            f"actions must be an integer tensor of shape ({len(step_envs)},), one per step env; "
+            f"got {actions.dtype} {list(actions.shape)}"
+        )
+    if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
+        raise ValueError(f"actions must be in [0, {num_actions}), got {actions.tolist()}")
+    never = step_envs[~session.ready[step_envs]]
+    if len(never):
+        raise RuntimeError(f"reset envs {never.tolist()} before stepping them")
+    session.ready[reset_envs] = True
+    seeds = [r.seed if r.HasField("seed") else None for r in request.resets]
+    return Job(
+        session.obs_type,
+        session.rows[reset_envs],
+        seeds,
+        session.rows[step_envs],
+        actions.astype(np.int64),
+        session.rows[frame_envs],
+    )
+
+
+def response_of(job: Job) -> pb.StepResponse:
+    """A finished job as the StepResponse."""
+    return pb.StepResponse(
+        reset_obs=tensors.encode(job.reset_obs),
+        contexts=tensors.encode(job.contexts),
+        obs=tensors.encode(job.obs),
+        reward=tensors.encode(job.reward),
+        continue_prob=tensors.encode(job.cont),
+        terminated=tensors.encode(job.terminated),
+        frames=tensors.encode(job.frames),
+    )
+
+
+class DreamService(pb_grpc.DreamServicer):
+    """The Dream service over one arena; see the module docstring.
+
+    Args:
+        dreams: the arena of dream rows.
+        max_batch, max_delay: as for :class:`wmsim_server.batcher.Batcher`.
+        max_sessions: sessions open at once.
+        idle_timeout: seconds after which a session without a stream is closed.
+    """
+
+    def __init__(
+        self,
+        dreams: Dreams,
+        *,
+        max_batch: int,
+        max_delay: float,
+        max_sessions: int,
+        idle_timeout: float,
+    ):
+        self.dreams, self.idle_timeout = dreams, idle_timeout
+        self.sessions = Sessions(dreams.capacity, max_sessions)
+        self.driven: set[Session] = set()  # sessions a Run stream drives now
+        self.batcher = Batcher(dreams, max_batch, max_delay, self.could_send)
+        self.draining = False
+        self.num_actions = len(dreams.spec["actions"])
+        self._spec_json = json.dumps(dreams.spec)
+
+    async def GetSpec(self, request, context) -> pb.GetSpecResponse:  # noqa: D102
+        return pb.GetSpecResponse(
+            spec_json=self._spec_json,
+            num_contexts=self.dreams.num_contexts,
+            max_envs=self.dreams.capacity,
+            free_envs=self.sessions.free,
+            max_batch=self.batcher.max_batch,
+            server_version=__version__,
+            device=self.dreams.runtime.graphs.device,
+        )
+
+    async def OpenSession(self, request, context) -> pb.OpenSessionResponse:  # noqa: D102
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        obs_type = OBS_TYPES.get(request.obs_type)
+        if obs_type is None or request.num_envs < 1:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"num_envs must be at least 1 and obs_type one of {sorted(pb.ObsType.keys())}; "
+                f"got {request.num_envs} and {request.obs_type}",
+            )
+        try:
+            session = self.sessions.open(request.num_envs, obs_type, context.peer())
+        except NoRoom as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        event(
+            "session_open",
+            session=session.id[:8],
+            envs=session.num_envs,
+            obs=obs_type,
+            peer=session.peer,
+            free=self.sessions.free,
+        )
+        return pb.OpenSessionResponse(session_id=session.id)
+
+    async def CloseSession(self, request, context) -> pb.CloseSessionResponse:  # noqa: D102
+        if self.sessions.close(request.session_id) is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no open session {request.session_id!r}"
+            )
+        event("session_close", session=request.session_id[:8], free=self.sessions.free)
+        return pb.CloseSessionResponse()
+
+    async def _session_of(self, context) -> Session:
+        metadata = dict(context.invocation_metadata() or ())
+        session_id = metadata.get(SESSION_KEY)
+        if not session_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a Run stream needs the {SESSION_KEY!r} metadata"
+            )
+        try:
+            session = self.sessions.get(session_id)
+        except UnknownSession as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        if session.streaming:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "another Run stream already drives this session",
+            )
+        return session
+
+    async def Run(self, request_iterator, context):  # noqa: D102
+        session = await self._session_of(context)
+        session.streaming = True
+        self.driven.add(session)
+        try:
+            async for request in request_iterator:
+                session.last_used = time.monotonic()
+                if self.draining:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                try:
+                    job = job_from(request, session, self.num_actions)
+                except ValueError as error:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                except RuntimeError as error:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+                session.waiting = True
+                try:
+                    job = await self.batcher.submit(job)
+                finally:
+                    session.waiting = False
+                session.steps += 1
+                yield response_of(job)
+        except asyncio.CancelledError:
+            # the client went away mid-stream (killed, network gone, or shutdown): free its rows
+            if self.sessions.close(session.id) is not None:
+                event("session_lost", logging.WARNING, session=session.id[:8],
+                      peer=session.peer, free=self.sessions.free)  # fmt: skip
+            raise
+        finally:
+            session.streaming = False
+            self.driven.discard(session)
+
+    def could_send(self) -> int:
+        """Streams that stepped lately and are not waiting for an answer: worth waiting for."""
+        now = time.monotonic()
+        return sum(not s.waiting and now - s.last_used < ACTIVE_WINDOW for s in self.driven)
+
+    async def reap(self, every: float) -> None:
+        """Close sessions without a stream idle for ``idle_timeout``, checking ``every`` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            for session in self.sessions.idle(self.idle_timeout):
+                self.sessions.close(session.id)
+                event(
+                    "session_reaped",
+                    session=session.id[:8],
+                    idle_s=round(self.idle_timeout),
+                    free=self.sessions.free,
+                )
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
+
+    Health checks and reflection stay open, so load balancers and tools can probe.
+    """
+
+    OPEN = ("/grpc.health.", "/grpc.reflection.")
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, details):  # noqa: D102
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(self.OPEN):
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self._expected):
+            return handler
+        return _refusing(
+            handler,
+            "missing or wrong bearer token: pass token= (or WMSIM_TOKEN) "
+            "matching the server's --token",
+        )
+
+
+def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
+
+    async def refuse(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
