@@ -1,0 +1,74 @@
+"""A real ``wmsim serve`` in a child process on 127.0.0.1, port 0, for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+STARTUP_S = 120
+
+
+class ServerProcess:
+    """A running ``wmsim serve``; ``address`` is ``127.0.0.1:PORT``; ``logs`` its stderr lines."""
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        command = [sys.executable, "-m", "wmsim", "serve", "--port", "0", "--threads", "1", *args]
+        self.process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        self.logs: list[str] = []
+        self._port: str | None = None
+        self._started = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._started.wait(STARTUP_S) or self._port is None:
+            self.process.kill()
+            raise RuntimeError("wmsim serve did not start:\n" + "".join(self.logs))
+        self.address = f"127.0.0.1:{self._port}"
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.logs.append(line)
+            found = re.search(r"event=serving address=[^ ]+:(\d+)", line)
+            if found:
+                self._port = found.group(1)
+                self._started.set()
+        self._started.set()  # it exited before serving
+
+    def wait_for_log(self, pattern: str, timeout: float = 30) -> str:
+        """The first log line matching ``pattern``, waiting up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.logs):
+                if re.search(pattern, line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matches {pattern!r}:\n{''.join(self.logs)}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+@contextmanager
+def served(*args: str | Path, env: dict | None = None):
+    """``with served("--max-envs", "8") as server:`` a server, stopped (SIGTERM) on exit."""
+    server = ServerProcess([str(a) for a in args], env)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop()
