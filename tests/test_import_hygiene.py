@@ -22,13 +22,22 @@ def test_no_torch(package):
 def test_import_wmsim_is_light():
     # gymnasium is allowed: importing wmsim registers the dream envs
     loaded = modules_after("import wmsim")
-    assert not loaded & {"torch", "ale_py", "cv2", "tyro", "onnxruntime"}
+    assert not loaded & {"torch", "ale_py", "cv2", "tyro", "onnxruntime", "grpc"}
     assert "wmsim_client" not in loaded  # registered by name, imported by gymnasium.make
 
 
 def test_dream_env_modules_import_no_torch_and_no_runtime_until_an_env_is_made():
     loaded = modules_after("import wmsim_client, wmsim_client.env, wmsim_client.vector")
-    assert not loaded & {"torch", "onnxruntime", "stable_baselines3"}
+    assert not loaded & {"torch", "onnxruntime", "stable_baselines3", "grpc"}
+
+
+def test_the_server_and_the_remote_client_need_no_torch():
+    loaded = modules_after("import wmsim_server.serve, wmsim_client.remote")
+    assert not loaded & {"torch", "ale_py", "cv2"}
+
+
+def test_a_remote_client_needs_no_onnxruntime():
+    assert "onnxruntime" not in modules_after("import wmsim_client.remote")
 
 
 def test_collection_and_replay_need_no_torch():

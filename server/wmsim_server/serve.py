@@ -177,15 +177,19 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         names.append(reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
     address = f"{args.host}:{args.port}"
-    if args.tls_cert is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if args.tls_cert is not None:
+            key, cert = args.tls_key.read_bytes(), args.tls_cert.read_bytes()
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # gRPC's "Failed to bind"
+        port = 0
     if port == 0:
-        raise UserError(f"cannot bind {address}: in use or not an address of this machine")
+        raise UserError(
+            f"cannot bind {address}: the port is in use or the host is no address of this "
+            "machine; pick another --port (0 takes a free one) or --host"
+        )
     if token and args.tls_cert is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         event(
             "token_without_tls",

@@ -5,8 +5,8 @@ serving everyone else: INVALID_ARGUMENT (bad envs, actions, seeds, tensors),
 FAILED_PRECONDITION (stepping an env never reset, a second stream on one
 session), NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (no room),
 UNAUTHENTICATED (token), UNAVAILABLE (shutting down). A client whose stream
-breaks mid-episode (it was killed, or its network went) loses its session:
-its rows are freed at once.
+ends, however it ends (closed, refused, the client killed or its network
+gone), ends its session: its rows are freed at once.
 """
 
 from __future__ import annotations
@@ -201,17 +201,11 @@ class DreamService(pb_grpc.DreamServicer):
         session = await self._session_of(context)
         session.streaming = True
         self.driven.add(session)
+        ended = False
         try:
             async for request in request_iterator:
                 session.last_used = time.monotonic()
-                if self.draining:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-                try:
-                    job = job_from(request, session, self.num_actions)
-                except ValueError as error:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-                except RuntimeError as error:
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+                job = await self._checked(request, session, context)
                 session.waiting = True
                 try:
                     job = await self.batcher.submit(job)
@@ -219,15 +213,27 @@ class DreamService(pb_grpc.DreamServicer):
                     session.waiting = False
                 session.steps += 1
                 yield response_of(job)
-        except asyncio.CancelledError:
-            # the client went away mid-stream (killed, network gone, or shutdown): free its rows
-            if self.sessions.close(session.id) is not None:
-                event("session_lost", logging.WARNING, session=session.id[:8],
-                      peer=session.peer, free=self.sessions.free)  # fmt: skip
-            raise
+            ended = True
         finally:
+            # however the stream ends (done, refused, client killed, network gone, shutdown:
+            # gRPC shows a vanished client as a cancellation, a closed generator or a plain end
+            # of the requests), the session ends with it and its rows are free at once
             session.streaming = False
             self.driven.discard(session)
+            if self.sessions.close(session.id) is not None:
+                how = "session_end" if ended else "session_lost"
+                event(how, session=session.id[:8], steps=session.steps, free=self.sessions.free)
+
+    async def _checked(self, request: pb.StepRequest, session: Session, context) -> Job:
+        """The request as a job, or an abort with the status that fits."""
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        try:
+            return job_from(request, session, self.num_actions)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except RuntimeError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
     def could_send(self) -> int:
         """Streams that stepped lately and are not waiting for an answer: worth waiting for."""

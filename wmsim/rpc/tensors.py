@@ -16,7 +16,17 @@ from wmsim.rpc.v1 import dream_pb2 as pb
 
 DTYPES = {
     name: np.dtype(name).newbyteorder("<")
-    for name in ("bool", "uint8", "int8", "int32", "int64", "uint32", "float16", "float32")
+    for name in (
+        "bool",
+        "uint8",
+        "int8",
+        "int32",
+        "int64",
+        "uint32",
+        "float16",
+        "float32",
+        "float64",
+    )
 }
 """The dtypes a Tensor may carry, by numpy name."""
 

@@ -67,8 +67,9 @@ class DreamServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OpenSession(self, request, context):
-        """Reserve num_envs dream envs; they stay until CloseSession, until the stream
-        driving them breaks (the client went away), or until they sit idle too long.
+        """Reserve num_envs dream envs. They stay until CloseSession, until the Run
+        stream driving them ends (however it ends: closed, refused, or the client
+        went away), or, never driven, until they sit idle too long.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,8 +82,9 @@ class DreamServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Run(self, request_iterator, context):
-        """Drive one session. The session id travels in the "wmsim-session" request
-        metadata. One response per request, in order.
+        """Drive one session, once: the session id travels in the "wmsim-session"
+        request metadata, and the session closes when this stream ends. One
+        response per request, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
