@@ -1,0 +1,176 @@
+"""Served dreams against in-process dreams, and many small clients against one big one, in one run.
+
+For pixel and latent observations, with random actions and NEXT_STEP autoreset:
+
+- in-process: one ``DreamVectorEnv`` of ``--batch`` envs in this process;
+- remote, 1 client: one client process with a vector env of ``--batch`` envs on a
+  ``wmsim serve`` started here (the same bundle, device and threads);
+- remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
+  stepping at once, so the batcher must merge them to keep up.
+
+Throughput is env steps per second over all envs (a row restarted by autoreset
+counts, the same on every side: the seeds make the same episodes). Latency is
+one vector step as a client sees it. Each setup runs ``--repeats`` times,
+interleaved; the best run counts. Targets on a 2-core CPU: remote at least 0.8
+of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
+
+    python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+WARMUP = 10
+TARGET = 0.8
+
+
+def start_server(bundle: Path, device: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+    """A ``wmsim serve`` on a free port; (process, ``127.0.0.1:PORT``)."""
+    command = [sys.executable, "-m", "wmsim", "serve", "--model", str(bundle), "--port", "0",
+               "--device", device, "--max-envs", "1024", "--metrics-every-s", "0"]  # fmt: skip
+    if threads:
+        command += ["--threads", str(threads)]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:
+        found = re.search(r"event=serving address=([^ ]+)", line)
+        if found:
+            # keep draining its log so it never blocks on a full pipe
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            return server, found.group(1)
+    raise RuntimeError(f"wmsim serve did not start (exit status {server.wait()})")
+
+
+def drive(envs, steps: int, seed: int) -> tuple[float, float, list[float]]:
+    """Step ``envs`` after a warm-up -> (start, end on the monotonic clock, latencies)."""
+    rng = np.random.default_rng(seed)
+    envs.reset(seed=seed)
+    for _ in range(WARMUP):
+        envs.step(rng.integers(envs.single_action_space.n, size=envs.num_envs))
+    latencies = []
+    start = time.monotonic()
+    for _ in range(steps):
+        actions = rng.integers(envs.single_action_space.n, size=envs.num_envs)
+        tick = time.perf_counter()
+        envs.step(actions)
+        latencies.append(time.perf_counter() - tick)
+    return start, time.monotonic(), latencies
+
+
+def client(address, num_envs, obs_type, steps, seed, barrier, results) -> None:
+    """One remote client process: make its envs, wait for the others, step."""
+    import gymnasium
+
+    import wmsim  # noqa: F401  registers the ids
+
+    envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=num_envs, server=address,
+                              obs_type=obs_type, timeout=120)  # fmt: skip
+    envs.reset(seed=seed)
+    barrier.wait()
+    results.put(drive(envs, steps, seed))
+    envs.close()
+
+
+def remote(address, clients, num_envs, obs_type, steps) -> tuple[float, list[float]]:
+    """(env steps/s over all clients, every step's latency) for ``clients`` processes."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(clients), context.Queue()
+    processes = [context.Process(target=client, args=(address, num_envs, obs_type, steps,
+                                                      1000 * i, barrier, results))
+                 for i in range(clients)]  # fmt: skip
+    for process in processes:
+        process.start()
+    runs = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    seconds = max(end for _, end, _ in runs) - min(start for start, _, _ in runs)
+    return clients * num_envs * steps / seconds, [t for *_, lat in runs for t in lat]
+
+
+def in_process(bundle, batch, obs_type, steps, device, threads) -> tuple[float, list[float]]:
+    from wmsim_client.vector import DreamVectorEnv
+
+    envs = DreamVectorEnv(batch, model=bundle, obs_type=obs_type, device=device, threads=threads)
+    start, end, latencies = drive(envs, steps, 0)
+    envs.close()
+    return batch * steps / (end - start), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", type=Path, help="default: the Breakout model wmsim ships")
+    parser.add_argument("--batch", type=int, default=64, help="envs in all")
+    parser.add_argument("--clients", type=int, default=16, help="clients sharing --batch envs")
+    parser.add_argument("--steps", type=int, default=200, help="vector steps per measurement")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (both sides)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    parser.add_argument("--obs", nargs="+", default=["pixels", "latent"])
+    args = parser.parse_args()
+    if args.batch % args.clients:
+        parser.error("--batch must be a multiple of --clients")
+    import grpc
+    import onnxruntime
+
+    from wmsim.store import resolve_model
+
+    bundle = args.bundle or resolve_model("Breakout")
+    server, address = start_server(bundle, args.device, args.threads)
+    try:
+        from wmsim_client.remote import RemoteSimulator
+
+        probe = RemoteSimulator(address, 1, obs_type="latent")
+        device = probe.device
+        probe.close()
+        small = args.batch // args.clients
+        print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {device}, onnxruntime "
+              f"{onnxruntime.__version__}, grpcio {grpc.__version__}, {bundle}")  # fmt: skip
+        print("env steps/s over all envs; latency of one vector step as its client sees it")
+        print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}")
+        ratios = {}
+        for obs_type in args.obs:
+            setups = {
+                f"in-process 1 x {args.batch}": lambda o=obs_type: in_process(
+                    bundle, args.batch, o, args.steps, args.device, args.threads),
+                f"remote 1 client x {args.batch}": lambda o=obs_type: remote(
+                    address, 1, args.batch, o, args.steps),
+                f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
+                    address, args.clients, small, o, args.steps),
+            }  # fmt: skip
+            best: dict[str, tuple[float, list[float]]] = {}
+            for _ in range(args.repeats):
+                for name, run in setups.items():
+                    rate, latencies = run()
+                    if name not in best or rate > best[name][0]:
+                        best[name] = (rate, latencies)
+            local, one, many = (best[name][0] for name in setups)
+            ratios[obs_type] = (one / local, many / one)
+            shown = ["", f"{one / local:.2f} x local", f"{many / one:.2f} x 1 big"]
+            for (name, (rate, latencies)), ratio in zip(best.items(), shown, strict=True):
+                p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+                print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}")
+        for what, k in ((f"remote / in-process at batch {args.batch}", 0),
+                        (f"{args.clients} x {small} / 1 x {args.batch}", 1)):  # fmt: skip
+            found = ", ".join(
+                f"{o} {r[k]:.2f} ({'met' if r[k] >= TARGET else 'not met'})"
+                for o, r in ratios.items()
+            )
+            print(f"target: {what} at least {TARGET} on a 2-core CPU: {found}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
