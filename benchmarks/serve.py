@@ -4,13 +4,16 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
 
 - in-process: one ``DreamVectorEnv`` of ``--batch`` envs in this process;
 - remote, 1 client: one client process with a vector env of ``--batch`` envs on a
-  ``wmsim serve`` started here (the same bundle, device and threads);
+  ``wmsim serve`` started here (the same bundle and device; both sides take their
+  default onnxruntime threads unless ``--threads`` is given: the server leaves
+  one core to gRPC);
 - remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
   stepping at once, so the batcher must merge them to keep up.
 
 Throughput is env steps per second over all envs (a row restarted by autoreset
 counts, the same on every side: the seeds make the same episodes). Latency is
-one vector step as a client sees it. Each setup runs ``--repeats`` times,
+one vector step as a client sees it; envs/call, the server's env steps per
+model call, shows the batcher merging clients. Each setup runs ``--repeats`` times,
 interleaved; the best run counts. Targets on a 2-core CPU: remote at least 0.8
 of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
 
@@ -82,8 +85,20 @@ def client(address, num_envs, obs_type, steps, seed, barrier, results) -> None:
     envs.close()
 
 
-def remote(address, clients, num_envs, obs_type, steps) -> tuple[float, list[float]]:
-    """(env steps/s over all clients, every step's latency) for ``clients`` processes."""
+def counters(address: str) -> tuple[int, int]:
+    """The server's (envs stepped, model calls) so far."""
+    import grpc
+
+    from wmsim.rpc.v1 import dream_pb2 as pb
+    from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        spec = pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=30)
+    return spec.envs_stepped, spec.model_calls
+
+
+def remote(address, clients, num_envs, obs_type, steps) -> tuple[float, list[float], float]:
+    """(env steps/s over all clients, every step's latency, envs per model call)."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(clients), context.Queue()
     processes = [context.Process(target=client, args=(address, num_envs, obs_type, steps,
@@ -91,20 +106,24 @@ def remote(address, clients, num_envs, obs_type, steps) -> tuple[float, list[flo
                  for i in range(clients)]  # fmt: skip
     for process in processes:
         process.start()
+    stepped, calls = counters(address)
     runs = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join()
+    stepped_after, calls_after = counters(address)  # the warm-ups count too: same batching
     seconds = max(end for _, end, _ in runs) - min(start for start, _, _ in runs)
-    return clients * num_envs * steps / seconds, [t for *_, lat in runs for t in lat]
+    per_call = (stepped_after - stepped) / max(calls_after - calls, 1)
+    return clients * num_envs * steps / seconds, [t for *_, lat in runs for t in lat], per_call
 
 
-def in_process(bundle, batch, obs_type, steps, device, threads) -> tuple[float, list[float]]:
+def in_process(bundle, batch, obs_type, steps, device, threads):
+    """(env steps/s, latencies, envs per model call) of a vector env in this process."""
     from wmsim_client.vector import DreamVectorEnv
 
     envs = DreamVectorEnv(batch, model=bundle, obs_type=obs_type, device=device, threads=threads)
     start, end, latencies = drive(envs, steps, 0)
     envs.close()
-    return batch * steps / (end - start), latencies
+    return batch * steps / (end - start), latencies, float(batch)
 
 
 def main() -> None:
@@ -137,7 +156,8 @@ def main() -> None:
         print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {device}, onnxruntime "
               f"{onnxruntime.__version__}, grpcio {grpc.__version__}, {bundle}")  # fmt: skip
         print("env steps/s over all envs; latency of one vector step as its client sees it")
-        print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}")
+        print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}"
+              f"{'envs/call':>10s}")  # fmt: skip
         ratios = {}
         for obs_type in args.obs:
             setups = {
@@ -148,18 +168,19 @@ def main() -> None:
                 f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
                     address, args.clients, small, o, args.steps),
             }  # fmt: skip
-            best: dict[str, tuple[float, list[float]]] = {}
+            best: dict[str, tuple[float, list[float], float]] = {}
             for _ in range(args.repeats):
                 for name, run in setups.items():
-                    rate, latencies = run()
-                    if name not in best or rate > best[name][0]:
-                        best[name] = (rate, latencies)
+                    result = run()
+                    if name not in best or result[0] > best[name][0]:
+                        best[name] = result
             local, one, many = (best[name][0] for name in setups)
             ratios[obs_type] = (one / local, many / one)
             shown = ["", f"{one / local:.2f} x local", f"{many / one:.2f} x 1 big"]
-            for (name, (rate, latencies)), ratio in zip(best.items(), shown, strict=True):
+            for (name, (rate, latencies, per_call)), ratio in zip(best.items(), shown, strict=True):
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-                print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}")
+                print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
+                      f"{per_call:10.1f}")  # fmt: skip
         for what, k in ((f"remote / in-process at batch {args.batch}", 0),
                         (f"{args.clients} x {small} / 1 x {args.batch}", 1)):  # fmt: skip
             found = ", ".join(

@@ -78,6 +78,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._running = False  # a batch is being collected or run
         self.stats = Stats()
+        self.envs_stepped = self.model_calls = 0  # since the start, for GetSpec
 
     def start(self) -> None:
         """Start collecting jobs on the running event loop."""
@@ -130,8 +131,11 @@ class Batcher:
                         future.set_result(job)
             finally:
                 self._running = False
+            stepped = sum(len(job.step_rows) for job in jobs)
+            self.envs_stepped += stepped
+            self.model_calls += stepped > 0  # a batch of resets only calls no model
             self.stats.batches += 1
-            self.stats.steps += sum(len(job.step_rows) for job in jobs)
+            self.stats.steps += stepped
             self.stats.filled += size
             self.stats.queue_delays.extend(start - job.submitted for job in jobs)
 

@@ -83,7 +83,7 @@ class ServeArgs:
     device: str = "auto"
     """Where onnxruntime runs the model: auto, cpu or cuda."""
     threads: int | None = None
-    """onnxruntime intra-op threads (default: one per core)."""
+    """onnxruntime intra-op threads (default: one per core but one, which gRPC gets)."""
     metrics_every_s: float = 10.0
     """Seconds between metrics lines; 0 for none."""
     max_message_mb: int = 256
@@ -154,7 +154,9 @@ async def run_server(args: ServeArgs, ready=None) -> int:
     """
     _check(args)
     path = resolve_model(args.game, args.model)
-    dreams = Dreams(path, args.max_envs, device=args.device, threads=args.threads)
+    # a core of its own for gRPC: on 2 cores, 6% more steps/s for one client of 64 envs
+    threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
+    dreams = Dreams(path, args.max_envs, device=args.device, threads=threads)
     service = DreamService(
         dreams,
         max_batch=args.max_batch,
@@ -213,6 +215,7 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         model=path,
         game=dreams.spec["game"],
         device=dreams.runtime.graphs.device,
+        threads=threads,
         max_envs=args.max_envs,
         max_batch=args.max_batch,
         tls=args.tls_cert is not None,

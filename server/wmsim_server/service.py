@@ -145,6 +145,8 @@ class DreamService(pb_grpc.DreamServicer):
             max_batch=self.batcher.max_batch,
             server_version=__version__,
             device=self.dreams.runtime.graphs.device,
+            envs_stepped=self.batcher.envs_stepped,
+            model_calls=self.batcher.model_calls,
         )
 
     async def OpenSession(self, request, context) -> pb.OpenSessionResponse:  # noqa: D102

@@ -31,7 +31,7 @@ class GetSpecRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSpecResponse(_message.Message):
-    __slots__ = ("spec_json", "num_contexts", "max_envs", "free_envs", "max_batch", "server_version", "device")
+    __slots__ = ("spec_json", "num_contexts", "max_envs", "free_envs", "max_batch", "server_version", "device", "envs_stepped", "model_calls")
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     NUM_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_ENVS_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,8 @@ class GetSpecResponse(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ENVS_STEPPED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
     spec_json: str
     num_contexts: int
     max_envs: int
@@ -46,7 +48,9 @@ class GetSpecResponse(_message.Message):
     max_batch: int
     server_version: str
     device: str
-    def __init__(self, spec_json: _Optional[str] = ..., num_contexts: _Optional[int] = ..., max_envs: _Optional[int] = ..., free_envs: _Optional[int] = ..., max_batch: _Optional[int] = ..., server_version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    envs_stepped: int
+    model_calls: int
+    def __init__(self, spec_json: _Optional[str] = ..., num_contexts: _Optional[int] = ..., max_envs: _Optional[int] = ..., free_envs: _Optional[int] = ..., max_batch: _Optional[int] = ..., server_version: _Optional[str] = ..., device: _Optional[str] = ..., envs_stepped: _Optional[int] = ..., model_calls: _Optional[int] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
     __slots__ = ("num_envs", "obs_type")
