@@ -13,7 +13,9 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
 Throughput is env steps per second over all envs (a row restarted by autoreset
 counts, the same on every side: the seeds make the same episodes). Latency is
 one vector step as a client sees it; envs/call, the server's env steps per
-model call, shows the batcher merging clients. Each setup runs ``--repeats`` times,
+model call, shows the batcher merging clients. This process opens a remote
+client first, so all three run with the malloc setting of
+:mod:`wmsim.rpc.memory` (in-process dreams gain from it too). Each setup runs ``--repeats`` times,
 interleaved; the best run counts. Targets on a 2-core CPU: remote at least 0.8
 of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
 

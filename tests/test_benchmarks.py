@@ -69,3 +69,17 @@ def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     ]
     # torch, onnxrt, its ratio, env, ALE, the onnxrt / ALE ratio: all measured
     assert all(float(value.rstrip("x")) > 0 for row in rows for value in row[2:])
+
+
+def test_serve_benchmark_prints_every_setup_and_both_targets():
+    command = [sys.executable, "-m", "wmsim", "bench", "serve", "--batch", "4", "--clients", "2",
+               "--steps", "3", "--repeats", "1", "--obs", "latent"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = {line[8:36].strip(): line[36:].split() for line in lines if line.startswith("latent")}
+    assert list(rows) == ["in-process 1 x 4", "remote 1 client x 4", "remote 2 clients x 2"]
+    assert all(float(values[0]) > 0 for values in rows.values())  # steps/s
+    assert float(rows["remote 2 clients x 2"][-1]) >= 1  # envs per model call
+    assert lines[-2].startswith("target: remote / in-process at batch 4 at least 0.8")
+    assert lines[-1].startswith("target: 2 x 2 / 1 x 4 at least 0.8")

@@ -12,7 +12,8 @@ that say what happened: ``ConnectionError`` when the server cannot be reached
 or goes away mid-episode, ``TimeoutError`` past the deadline,
 ``PermissionError`` for a missing or wrong token, ``ValueError`` for input the
 server refused, :class:`ServerError` for the rest. One simulator is used from
-one thread at a time, as an env is.
+one thread at a time, as an env is. Opening one tunes this process's malloc for
+large messages (:mod:`wmsim.rpc.memory`; ``WMSIM_KEEP_FREED_MEMORY=0`` opts out).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import grpc
 import numpy as np
 
 from wmsim.rpc import tensors
+from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 from wmsim_client.simulator import OBS_TYPES, Stepped
@@ -94,6 +96,7 @@ class RemoteSimulator:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.address, self.timeout, self.obs_type = server, float(timeout), obs_type
         self.num_rows = num_rows
+        keep_freed_memory()  # large messages without page faults (see wmsim.rpc.memory)
         token = token if token is not None else os.environ.get("WMSIM_TOKEN") or None
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         credentials = _credentials(tls)

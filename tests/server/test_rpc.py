@@ -48,7 +48,10 @@ def test_tensors_round_trip_exactly(array):
     ("tensor", "message"),
     [
         (pb.Tensor(dtype="complex64", shape=[1], data=b"\0" * 8), "unknown dtype 'complex64'"),
-        (pb.Tensor(dtype="int64", shape=[2], data=b"\0" * 8), r"shape \[2\] of int64 needs 16 bytes, got 8"),
+        (
+            pb.Tensor(dtype="int64", shape=[2], data=b"\0" * 8),
+            r"shape \[2\] of int64 needs 16 bytes, got 8",
+        ),
         (pb.Tensor(dtype="uint8", shape=[-1], data=b""), "negative dimension"),
     ],
 )

@@ -26,8 +26,19 @@ MAX_ENVS = 64
 
 @pytest.fixture(scope="module")
 def server():
-    with served("--max-envs", MAX_ENVS, "--max-sessions", 40, "--max-message-mb", 1,
-                "--idle-timeout-s", 1, "--metrics-every-s", 0.5, "--reflection") as running:
+    with served(
+        "--max-envs",
+        MAX_ENVS,
+        "--max-sessions",
+        40,
+        "--max-message-mb",
+        1,
+        "--idle-timeout-s",
+        1,
+        "--metrics-every-s",
+        0.5,
+        "--reflection",
+    ) as running:
         yield running  # fmt: skip
 
 
@@ -313,7 +324,9 @@ def test_a_stalled_server_hits_the_deadline_and_sigterm_drains_and_exits_0():
 def test_a_bounded_load_of_32_clients_finishes_without_errors():
     clients, steps = 32, 200
     with served("--max-sessions", clients, "--max-envs", clients) as server:
-        envs = [gymnasium.make(ID, server=server.address, obs_type="latent") for _ in range(clients)]
+        envs = [
+            gymnasium.make(ID, server=server.address, obs_type="latent") for _ in range(clients)
+        ]
         latencies, errors = [], []
         barrier = threading.Barrier(clients)
 
