@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import gymnasium
@@ -94,6 +95,22 @@ def test_a_remote_single_env_passes_gymnasiums_check_env_and_renders(server):
     env.step(1)
     assert env.render().shape == (64, 64, 3)
     env.close()
+
+
+def test_sb3_drives_remote_dreams(server):
+    from wmsim_client.sb3 import SB3VecEnv
+
+    venv = SB3VecEnv(num_envs=2, server=server.address, max_episode_steps=5)
+    obs = venv.reset()
+    assert obs.shape == (2, 64, 64, 3)
+    ended = np.zeros(2, bool)
+    for _ in range(5):  # the time limit ends each by the 5th step, if the model did not
+        obs, rewards, dones, infos = venv.step(np.array([1, 3]))
+        for i in np.flatnonzero(dones):
+            assert infos[i]["terminal_observation"].shape == (64, 64, 3)
+        ended |= dones
+    assert ended.all()
+    venv.close()
 
 
 def test_health_and_reflection_answer(server):
@@ -241,6 +258,14 @@ def test_a_client_killed_mid_stream_frees_its_envs(server):
     client.wait()
     wait_until(lambda: free_envs(server.address) == MAX_ENVS)
     server.wait_for_log("event=session_(lost|end)")
+
+
+def test_the_python_random_agent_example_plays_remote_dreams(server):
+    script = Path(__file__).resolve().parents[2] / "clients/examples/random_agent.py"
+    command = [sys.executable, script, "--server", server.address, "--envs", "4", "--steps", "60"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "4 envs x 60 steps" in result.stdout and "episodes ended" in result.stdout
 
 
 def test_the_metrics_line_reports_throughput_and_queue_delay(server):
