@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 
 from wmsim.rpc import tensors
+from wmsim.rpc.channel import channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
@@ -39,13 +40,6 @@ SESSION_KEY = "wmsim-session"
 OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
 STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "contexts")
 """The StepResponse fields that make a Stepped, in its order."""
-MAX_MESSAGE = 256 * 2**20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-]
 
 
 class ServerError(RuntimeError):
@@ -101,9 +95,9 @@ class RemoteSimulator:
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         credentials = _credentials(tls)
         if credentials is None:
-            self.channel = grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(server, options=channel_options())
         else:
-            self.channel = grpc.secure_channel(server, credentials, options=CHANNEL_OPTIONS)
+            self.channel = grpc.secure_channel(server, credentials, options=channel_options())
         self._stub = pb_grpc.DreamStub(self.channel)
         self._session: str | None = None
         self._broken: Exception | None = None

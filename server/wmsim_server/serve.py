@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from wmsim.errors import UserError
+from wmsim.rpc.channel import MAX_MESSAGE_MB, channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
@@ -36,20 +37,6 @@ from wmsim_server.dreams import Dreams
 from wmsim_server.service import DreamService, TokenAuth, event
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Dream"].full_name
-
-
-def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
-    """gRPC options both ends use: message limits, keepalive to notice vanished peers."""
-    size = max_message_mb * 2**20
-    return [
-        ("grpc.max_send_message_length", size),
-        ("grpc.max_receive_message_length", size),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.lookahead_bytes", 4 * 2**20),
-    ]
 
 
 @dataclass(frozen=True)
@@ -88,7 +75,7 @@ class ServeArgs:
     """onnxruntime intra-op threads (default: one per core but one, which gRPC gets)."""
     metrics_every_s: float = 10.0
     """Seconds between metrics lines; 0 for none."""
-    max_message_mb: int = 256
+    max_message_mb: int = MAX_MESSAGE_MB
     """Largest message either way, in MiB."""
 
 
