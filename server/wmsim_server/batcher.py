@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -55,7 +56,8 @@ class Stats:
     steps: int = 0
     batches: int = 0
     filled: int = 0
-    queue_delays: list[float] = field(default_factory=list)
+    queue_delays: deque[float] = field(default_factory=lambda: deque(maxlen=2**16))
+    """The latest jobs' waits from submission to their batch's start."""
     since: float = field(default_factory=time.perf_counter)
 
 
@@ -99,45 +101,53 @@ class Batcher:
         self._worker.shutdown(wait=True)
 
     async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            self._running = True
-            size, deadline = batch[0][0].size, loop.time() + self.max_delay
-            while size < self.max_batch and self._streams() > 0:
-                if self._queue.empty():
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), timeout)
-                    except asyncio.TimeoutError:  # noqa: UP041 (distinct before 3.11)
-                        break
-                else:
-                    item = self._queue.get_nowait()
-                batch.append(item)
-                size += item[0].size
-            jobs = [job for job, _ in batch]
-            start = time.perf_counter()
+            batch = await self._gather()
             try:
-                await loop.run_in_executor(self._worker, self._run, jobs)
-            except Exception as error:  # the clients hear of it; the server goes on
+                await self._serve(batch)
+            except Exception as error:  # its clients hear of it; the batcher goes on
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
-            else:
-                for job, future in batch:
-                    if not future.done():  # its client may have gone meanwhile
-                        future.set_result(job)
             finally:
                 self._running = False
-            stepped = sum(len(job.step_rows) for job in jobs)
-            self.envs_stepped += stepped
-            self.model_calls += stepped > 0  # a batch of resets only calls no model
-            self.stats.batches += 1
-            self.stats.steps += stepped
-            self.stats.filled += size
-            self.stats.queue_delays.extend(start - job.submitted for job in jobs)
+
+    async def _gather(self) -> list[tuple[Job, asyncio.Future]]:
+        """The next batch: its first job, then more until a flush condition holds."""
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        self._running = True
+        size, deadline = batch[0][0].size, loop.time() + self.max_delay
+        while size < self.max_batch and self._streams() > 0:
+            if self._queue.empty():
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except asyncio.TimeoutError:  # noqa: UP041 (distinct before 3.11)
+                    break
+            else:
+                item = self._queue.get_nowait()
+            batch.append(item)
+            size += item[0].size
+        return batch
+
+    async def _serve(self, batch: list[tuple[Job, asyncio.Future]]) -> None:
+        """Run ``batch`` on the worker thread, hand out the results, count."""
+        jobs = [job for job, _ in batch]
+        start = time.perf_counter()
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._run, jobs)
+        for job, future in batch:
+            if not future.done():  # its client may have gone meanwhile
+                future.set_result(job)
+        stepped = sum(len(job.step_rows) for job in jobs)
+        self.envs_stepped += stepped
+        self.model_calls += stepped > 0  # a batch of resets only calls no model
+        self.stats.batches += 1
+        self.stats.steps += stepped
+        self.stats.filled += sum(job.size for job in jobs)
+        self.stats.queue_delays.extend(start - job.submitted for job in jobs)
 
     def _run(self, jobs: list[Job]) -> None:
         """One batch, on the worker thread: resets, one step, one decode."""
