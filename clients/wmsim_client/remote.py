@@ -23,6 +23,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,6 +60,44 @@ def _credentials(tls: bool | str | os.PathLike) -> grpc.ChannelCredentials | Non
     if not path.is_file():
         raise ValueError(f"tls must be True, False or a PEM root certificate file; {path} is none")
     return grpc.ssl_channel_credentials(root_certificates=path.read_bytes())
+
+
+class _Stream:
+    """A Run stream's plumbing, shared with gRPC's sending thread and the watchdog.
+
+    It never refers to the simulator, so a simulator dropped without ``close()`` is
+    collected, and its finalizer ends the stream.
+    """
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.queue: queue.SimpleQueue[pb.StepRequest | None] = queue.SimpleQueue()
+        self.call = None  # the Run call, set once started
+        self.waiting_since: float | None = None  # a request waits for its answer since then
+        self.timed_out = False
+        self.ended = threading.Event()
+
+    def requests(self):
+        """The requests put on the queue, until None."""
+        while (request := self.queue.get()) is not None:
+            yield request
+
+    def watch(self) -> None:
+        """Cancel the call when an answer is overdue (a stream has no per-message deadline)."""
+        tick = min(self.timeout / 10, 0.5)
+        while not self.ended.wait(tick):
+            since = self.waiting_since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self.timed_out = True
+                self.call.cancel()
+                return
+
+    def end(self, channel: grpc.Channel) -> None:
+        """Stop the watchdog, end the requests, cancel the call if still open, close."""
+        self.ended.set()
+        self.queue.put(None)
+        self.call.cancel()
+        channel.close()
 
 
 class RemoteSimulator:
@@ -111,13 +150,12 @@ class RemoteSimulator:
             self.channel.close()
             raise
         self._session = opened.session_id
-        self._requests: queue.SimpleQueue[pb.StepRequest | None] = queue.SimpleQueue()
         metadata = (*self._auth, (SESSION_KEY, self._session))
-        self._responses = self._stub.Run(self._request_stream(), metadata=metadata)
-        self._waiting_since: float | None = None
-        self._timed_out = False
-        self._closed = threading.Event()
-        threading.Thread(target=self._watchdog, daemon=True, name="wmsim-deadline").start()
+        self._stream = _Stream(self.timeout)
+        self._stream.call = self._stub.Run(self._stream.requests(), metadata=metadata)
+        threading.Thread(target=self._stream.watch, daemon=True, name="wmsim-deadline").start()
+        # an env dropped without close() still ends its stream (and so its session)
+        self._release = weakref.finalize(self, _Stream.end, self._stream, self.channel)
 
     # -- the Simulator interface ------------------------------------------------------
 
@@ -145,22 +183,19 @@ class RemoteSimulator:
         return self._array(response.frames, "frames")
 
     def close(self) -> None:
-        """End the stream, close the session and the channel; closing twice is allowed."""
+        """End the stream, which closes the session on the server; closing twice is allowed."""
         if self._session is None:
             return
-        session, self._session = self._session, None
-        self._closed.set()
-        self._requests.put(None)  # ends the request stream: the server's handler returns
+        self._session = None
+        self._stream.queue.put(None)  # half-close: the server's handler returns
         if self._broken is None:
+            self._stream.waiting_since = time.monotonic()  # the deadline holds here too
             try:
-                request = pb.CloseSessionRequest(session_id=session)
-                self._stub.CloseSession(
-                    request, timeout=min(self.timeout, 5.0), metadata=self._auth
-                )
+                for _ in self._stream.call:  # until the server has closed the session
+                    pass
             except grpc.RpcError:
-                pass  # the server is gone or already freed the rows: nothing left to release
-        self._responses.cancel()
-        self.channel.close()
+                pass  # the server is gone or timed out: its rows are freed without us
+        self._release()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -180,13 +215,6 @@ class RemoteSimulator:
     def _array(tensor: pb.Tensor, what: str) -> np.ndarray:
         return tensors.decode(tensor, what).copy()  # writable, owned by the caller
 
-    def _request_stream(self):
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            yield request
-
     def _unary(self, method, request):
         try:
             return method(request, timeout=self.timeout, metadata=self._auth)
@@ -198,10 +226,11 @@ class RemoteSimulator:
             raise RuntimeError("this simulator is closed")
         if self._broken is not None:
             raise ConnectionError(f"the stream to {self.address} broke earlier: {self._broken}")
-        self._requests.put(request)
-        self._waiting_since = time.monotonic()
+        stream = self._stream
+        stream.queue.put(request)
+        stream.waiting_since = time.monotonic()
         try:
-            return next(self._responses)
+            return next(stream.call)
         except grpc.RpcError as error:
             self._broken = self._translate(error)
             raise self._broken from None
@@ -209,23 +238,13 @@ class RemoteSimulator:
             self._broken = ConnectionError(f"the server at {self.address} ended the stream")
             raise self._broken from None
         finally:
-            self._waiting_since = None
-
-    def _watchdog(self) -> None:
-        """Cancel the stream when a step waits past the deadline (streams have none per message)."""
-        tick = min(self.timeout / 10, 0.5)
-        while not self._closed.wait(tick):
-            since = self._waiting_since
-            if since is not None and time.monotonic() - since > self.timeout:
-                self._timed_out = True
-                self._responses.cancel()
-                return
+            stream.waiting_since = None
 
     def _translate(self, error: grpc.RpcError) -> Exception:
         code, details = error.code(), error.details()
         where = f"the wmsim server at {self.address}"
         if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
-            code == grpc.StatusCode.CANCELLED and self._timed_out
+            code == grpc.StatusCode.CANCELLED and self._stream.timed_out
         ):
             return TimeoutError(f"{where} gave no answer within {self.timeout:g} s")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):

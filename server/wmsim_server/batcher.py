@@ -34,6 +34,8 @@ class Job:
     step_rows: np.ndarray
     actions: np.ndarray
     frame_rows: np.ndarray
+    fresh_rows: np.ndarray | None = None
+    """Rows of a new session: fresh random generators before anything else."""
     submitted: float = field(default_factory=time.perf_counter)
     contexts: np.ndarray | None = None
     reset_obs: np.ndarray | None = None
@@ -134,8 +136,14 @@ class Batcher:
         return batch
 
     async def _serve(self, batch: list[tuple[Job, asyncio.Future]]) -> None:
-        """Run ``batch`` on the worker thread, hand out the results, count."""
-        jobs = [job for job, _ in batch]
+        """Run ``batch`` on the worker thread, hand out the results, count.
+
+        A job whose client went away while it waited is dropped here, on the event loop
+        that also frees the client's rows: the rows may belong to a new session already.
+        """
+        jobs = [job for job, future in batch if not future.done()]
+        if not jobs:
+            return
         start = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(self._worker, self._run, jobs)
         for job, future in batch:
@@ -153,6 +161,8 @@ class Batcher:
         """One batch, on the worker thread: resets, one step, one decode."""
         dreams = self.dreams
         for job in jobs:
+            if job.fresh_rows is not None:
+                dreams.forget(job.fresh_rows)
             job.contexts = dreams.reset(job.reset_rows, job.seeds)
         rows = np.concatenate([job.step_rows for job in jobs])
         actions = np.concatenate([job.actions for job in jobs])

@@ -53,6 +53,11 @@ class Dreams:
         self._shown = np.zeros((capacity, *self.spec["observation"]["shape"]), np.uint8)
         self._current = np.zeros(capacity, bool)  # _shown holds the row's current frame
 
+    def forget(self, rows: np.ndarray) -> None:
+        """Give ``rows`` generators from fresh entropy, as for an env never seeded."""
+        for row in np.asarray(rows, np.int64):
+            self.rngs[row] = seeding.np_random()[0]
+
     def reset(self, rows: np.ndarray, seeds: Sequence[int | None] | None = None) -> np.ndarray:
         """Reset ``rows`` to start contexts drawn from their generators.
 

@@ -48,12 +48,19 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, name, extra={"fields": fields})
 
 
+def _shown(values: np.ndarray, limit: int = 8) -> str:
+    """A short rendering of ``values`` for an error (status details must stay small)."""
+    items = values.ravel()
+    text = ", ".join(str(v) for v in items[:limit].tolist())
+    return f"[{text}]" if len(items) <= limit else f"[{text}, ...] ({len(items)} in all)"
+
+
 def _envs(values, num_envs: int, what: str) -> np.ndarray:
     envs = np.asarray(values, np.int64)
     if len(envs) and (envs.min() < 0 or envs.max() >= num_envs):
-        raise ValueError(f"{what} must be env indices in [0, {num_envs}), got {envs.tolist()}")
+        raise ValueError(f"{what} must be env indices in [0, {num_envs}), got {_shown(envs)}")
     if len(np.unique(envs)) != len(envs):
-        raise ValueError(f"{what} must not repeat an env, got {envs.tolist()}")
+        raise ValueError(f"{what} must not repeat an env, got {_shown(envs)}")
     return envs
 
 
@@ -67,8 +74,7 @@ def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job
     n = session.num_envs
     reset_envs = _envs([r.env for r in request.resets], n, "resets")
     step_envs = _envs(request.step_envs, n, "step_envs")
-    frame_envs = np.asarray(request.frame_envs, np.int64)
-    _envs(np.unique(frame_envs), n, "frame_envs")
+    frame_envs = _envs(request.frame_envs, n, "frame_envs")
     if np.intersect1d(reset_envs, step_envs).size:
         raise ValueError("an env is either reset or stepped in one request, not both")
     actions = np.zeros(0, np.int64)
@@ -77,16 +83,16 @@ def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job
     if actions.shape != (len(step_envs),) or actions.dtype.kind not in "iu":
         raise ValueError(
             f"actions must be an integer tensor of shape ({len(step_envs)},), one per step env; "
-            f"got {actions.dtype} {list(actions.shape)}"
+            f"got {actions.dtype} {_shown(np.array(actions.shape))}"
         )
     if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
-        raise ValueError(f"actions must be in [0, {num_actions}), got {actions.tolist()}")
+        raise ValueError(f"actions must be in [0, {num_actions}), got {_shown(actions)}")
     never = step_envs[~session.ready[step_envs]]
     if len(never):
-        raise RuntimeError(f"reset envs {never.tolist()} before stepping them")
+        raise RuntimeError(f"reset envs {_shown(never)} before stepping them")
     session.ready[reset_envs] = True
     seeds = [r.seed if r.HasField("seed") else None for r in request.resets]
-    return Job(
+    job = Job(
         session.obs_type,
         session.rows[reset_envs],
         seeds,
@@ -94,6 +100,9 @@ def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job
         actions.astype(np.int64),
         session.rows[frame_envs],
     )
+    if not session.started:  # its rows may be another session's: not their random streams
+        job.fresh_rows, session.started = session.rows, True
+    return job
 
 
 def response_of(job: Job) -> pb.StepResponse:
@@ -174,6 +183,14 @@ class DreamService(pb_grpc.DreamServicer):
         return pb.OpenSessionResponse(session_id=session.id)
 
     async def CloseSession(self, request, context) -> pb.CloseSessionResponse:  # noqa: D102
+        try:
+            if self.sessions.get(request.session_id).streaming:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "a Run stream drives this session: end the stream, which closes it",
+                )
+        except UnknownSession:
+            pass
         if self.sessions.close(request.session_id) is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"no open session {request.session_id!r}"
@@ -211,6 +228,10 @@ class DreamService(pb_grpc.DreamServicer):
                 session.waiting = True
                 try:
                     job = await self.batcher.submit(job)
+                except Exception as error:  # the model failed on this batch
+                    event("batch_failed", logging.ERROR, error=repr(error)[:300])
+                    message = f"the model failed on this step: {error!r}"[:500]
+                    await context.abort(grpc.StatusCode.INTERNAL, message)
                 finally:
                     session.waiting = False
                 session.steps += 1

@@ -33,6 +33,8 @@ class Session:
     peer: str
     ready: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     """Per env: reset at least once, so it may step."""
+    started: bool = False
+    """Its first request was taken: its rows got fresh generators with it."""
     streaming: bool = False
     """A Run stream drives it now; idle reaping leaves it alone."""
     waiting: bool = False

@@ -1,5 +1,6 @@
 """The malloc setting for large messages applies where glibc is, and can be turned off."""
 
+import os
 import subprocess
 import sys
 
@@ -7,9 +8,11 @@ CODE = "from wmsim.rpc.memory import keep_freed_memory; print(keep_freed_memory(
 
 
 def run(env_value=None):
-    env = {} if env_value is None else {"WMSIM_KEEP_FREED_MEMORY": env_value}
+    env = {k: v for k, v in os.environ.items() if k != "WMSIM_KEEP_FREED_MEMORY"}
+    if env_value is not None:
+        env["WMSIM_KEEP_FREED_MEMORY"] = env_value
     result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
-                            env={**__import__("os").environ, **env}, check=True)  # fmt: skip
+                            env=env, check=True)  # fmt: skip
     return result.stdout.strip()
 
 

@@ -13,6 +13,7 @@ import gymnasium
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
 from serving import served
 
@@ -23,6 +24,7 @@ from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 
 ID = "wmsim/Breakout-dream-v0"
 MAX_ENVS = 64
+NUM_CONTEXTS = 64  # start contexts in the shipped bundle
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,10 @@ def steps(actions, envs=(0, 1)):
             dtype="int64", shape=[1], data=b"\0"))], "INVALID_ARGUMENT", "needs 8 bytes"),
         ([RESET_BOTH, steps([0], envs=[2])], "INVALID_ARGUMENT", r"env indices in \[0, 2\)"),
         ([RESET_BOTH, steps([0, 0], envs=[1, 1])], "INVALID_ARGUMENT", "must not repeat"),
+        ([pb.StepRequest(frame_envs=[0] * 10_000)], "INVALID_ARGUMENT",
+         r"frame_envs must not repeat an env, got \[0, 0, 0, 0, 0, 0, 0, 0, ...\] \(10000 in"),
+        ([RESET_BOTH, steps(np.zeros(20_000, int), envs=range(5, 20_005))], "INVALID_ARGUMENT",
+         r"step_envs must be env indices in \[0, 2\), got \[5, 6, .*\(20000 in all\)"),
         ([pb.StepRequest(resets=[pb.Reset(env=0)], step_envs=[0], actions=tensors.encode(
             np.array([0])))], "INVALID_ARGUMENT", "either reset or stepped"),
         ([steps([0, 1])], "FAILED_PRECONDITION", r"reset envs \[0, 1\] before stepping"),
@@ -208,15 +214,19 @@ def test_unknown_sessions_and_second_streams_are_refused(server):
             list(run_call(dream, "no-such-session", [RESET_BOTH]))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         session = dream.OpenSession(pb.OpenSessionRequest(num_envs=1), timeout=5).session_id
-        hold = threading.Event()
-        first = run_call(dream, session, iter(lambda: hold.wait(), True))  # sends nothing
-        time.sleep(0.5)  # its handler has started
+        requests = __import__("queue").SimpleQueue()
+        first = run_call(dream, session, iter(requests.get, None))
+        requests.put(pb.StepRequest(resets=[pb.Reset(env=0)]))
+        next(first)  # answered: the first stream drives the session
         with pytest.raises(grpc.RpcError) as caught:
             list(run_call(dream, session, [pb.StepRequest(resets=[pb.Reset(env=0)])]))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "another Run stream" in caught.value.details()
-        first.cancel()
-        hold.set()
+        with pytest.raises(grpc.RpcError) as caught:  # its rows are in use: not closed under it
+            dream.CloseSession(pb.CloseSessionRequest(session_id=session), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        requests.put(None)
+        assert list(first) == []  # ended by the client: the session ends with it
     wait_until(lambda: free_envs(server.address) == MAX_ENVS)  # the cancelled stream's session
 
 
@@ -268,7 +278,41 @@ def test_the_python_random_agent_example_plays_remote_dreams(server):
     assert "4 envs x 60 steps" in result.stdout and "episodes ended" in result.stdout
 
 
+def test_an_env_dropped_without_close_frees_its_envs(server):
+    env = gymnasium.make(ID, server=server.address, obs_type="latent")
+    env.reset(seed=0)
+    assert free_envs(server.address) == MAX_ENVS - 1
+    del env
+    __import__("gc").collect()
+    wait_until(lambda: free_envs(server.address) == MAX_ENVS)
+
+
+def test_a_new_session_does_not_inherit_the_random_streams_of_its_rows(server):
+    dream, channel = stub(server.address)
+    with channel:
+        contexts = []
+        for seeds in ([5, 6, 7, 8], [None] * 4):  # the second session reuses the same rows
+            session = dream.OpenSession(pb.OpenSessionRequest(num_envs=4), timeout=5).session_id
+            resets = [
+                pb.Reset(env=i, seed=s) if s else pb.Reset(env=i) for i, s in enumerate(seeds)
+            ]
+            answer = next(run_call(dream, session, [pb.StepRequest(resets=resets)]))
+            contexts.append(tensors.decode(answer.contexts, "contexts"))
+            wait_until(lambda: free_envs(server.address) == MAX_ENVS)
+    inherited = []
+    for seed in (5, 6, 7, 8):  # what continuing the first owner's generators would draw
+        rng = seeding.np_random(seed)[0]
+        assert rng.integers(NUM_CONTEXTS) == contexts[0][len(inherited)]  # the first session's
+        inherited.append(rng.integers(NUM_CONTEXTS))
+    assert contexts[1].tolist() != inherited  # fresh entropy: equal by chance once in 64**4
+
+
 def test_the_metrics_line_reports_throughput_and_queue_delay(server):
+    env = gymnasium.make(ID, server=server.address, obs_type="latent")
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(0)
+    env.close()
     line = server.wait_for_log(r"event=metrics steps_per_s=[1-9]")
     assert "batch_fill=" in line and "queue_delay_ms_p99=" in line
 
