@@ -127,7 +127,7 @@ def _metrics(service: DreamService, every: float):
                 queue_delay_ms_p50=round(float(np.percentile(delays, 50)), 3),
                 queue_delay_ms_p99=round(float(np.percentile(delays, 99)), 3),
                 sessions=len(service.sessions),
-                streams=len(service.driven),
+                streams=len(service.sessions.driven()),
                 free_envs=service.sessions.free,
             )
 
@@ -215,7 +215,7 @@ async def run_server(args: ServeArgs, ready=None) -> int:
     if ready is not None:
         ready(port)
     await stop.wait()
-    event("draining", sessions=len(service.sessions), streams=len(service.driven))
+    event("draining", sessions=len(service.sessions), streams=len(service.sessions.driven()))
     await health.enter_graceful_shutdown()
     service.draining = True
     await service.batcher.drain()  # every step taken in is answered

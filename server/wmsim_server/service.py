@@ -139,7 +139,6 @@ class DreamService(pb_grpc.DreamServicer):
     ):
         self.dreams, self.idle_timeout = dreams, idle_timeout
         self.sessions = Sessions(dreams.capacity, max_sessions)
-        self.driven: set[Session] = set()  # sessions a Run stream drives now
         self.batcher = Batcher(dreams, max_batch, max_delay, self.could_send)
         self.draining = False
         self.num_actions = len(dreams.spec["actions"])
@@ -219,7 +218,6 @@ class DreamService(pb_grpc.DreamServicer):
     async def Run(self, request_iterator, context):  # noqa: D102
         session = await self._session_of(context)
         session.streaming = True
-        self.driven.add(session)
         ended = False
         try:
             async for request in request_iterator:
@@ -242,7 +240,6 @@ class DreamService(pb_grpc.DreamServicer):
             # gRPC shows a vanished client as a cancellation, a closed generator or a plain end
             # of the requests), the session ends with it and its rows are free at once
             session.streaming = False
-            self.driven.discard(session)
             if self.sessions.close(session.id) is not None:
                 how = "session_end" if ended else "session_lost"
                 event(how, session=session.id[:8], steps=session.steps, free=self.sessions.free)
@@ -261,7 +258,9 @@ class DreamService(pb_grpc.DreamServicer):
     def could_send(self) -> int:
         """Streams that stepped lately and are not waiting for an answer: worth waiting for."""
         now = time.monotonic()
-        return sum(not s.waiting and now - s.last_used < ACTIVE_WINDOW for s in self.driven)
+        return sum(
+            not s.waiting and now - s.last_used < ACTIVE_WINDOW for s in self.sessions.driven()
+        )
 
     async def reap(self, every: float) -> None:
         """Close sessions without a stream idle for ``idle_timeout``, checking ``every`` seconds."""

@@ -111,6 +111,10 @@ class Sessions:
             self._free.extend(session.rows[::-1].tolist())
         return session
 
+    def driven(self) -> list[Session]:
+        """Sessions a Run stream drives now."""
+        return [s for s in self._open.values() if s.streaming]
+
     def idle(self, older_than: float) -> list[Session]:
         """Sessions without a stream, unused for more than ``older_than`` seconds."""
         now = time.monotonic()
