@@ -261,13 +261,20 @@ class LatentWorldModel(nn.Module):
             _, state = self.backbone(tokens, is_first[:, :-1], state)
         return {**state, "z": z[:, -1], "first": is_first[:, -1]}
 
-    def step(
+    @property
+    def feature_size(self) -> int:
+        """Size of the features :meth:`imagine` returns: [z, h]."""
+        return self.config.stoch * self.config.classes + self.backbone.output_dim
+
+    def imagine(
         self, state: State, action: Tensor, noise: Tensor | None = None
     ) -> tuple[State, Tensor, Tensor, Tensor]:
-        """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
+        """One dreamed step for an agent: action (B,) -> (next state, features, reward, continue).
 
-        ``noise`` (B, S, K) samples the next latent from the prior; None takes its mode.
-        The latent (B, S * K) is what :meth:`decode` turns into the next frame.
+        The features (B, S * K + D) are [z_t+1, h_t]: the next latent sampled from
+        the prior, beside the backbone output h_t that predicted it, the input
+        STORM's and DRAMA's actor reads in imagination. ``reward`` and
+        ``continue`` (B,) are those of arriving at z_t+1.
         """
         backbone_state = {k: v for k, v in state.items() if k not in ("z", "first")}
         h, backbone_state = self.backbone.step(
@@ -277,4 +284,16 @@ class LatentWorldModel(nn.Module):
         reward = self.two_hot.mean(self.reward(h))
         cont = torch.sigmoid(self.cont(h).squeeze(-1))
         first = torch.zeros_like(state["first"])
-        return {**backbone_state, "z": z, "first": first}, reward, cont, z
+        next_state = {**backbone_state, "z": z, "first": first}
+        return next_state, torch.cat([z, h], -1), reward, cont
+
+    def step(
+        self, state: State, action: Tensor, noise: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor, Tensor]:
+        """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
+
+        ``noise`` (B, S, K) samples the next latent from the prior; None takes its mode.
+        The latent (B, S * K) is what :meth:`decode` turns into the next frame.
+        """
+        state, _, reward, cont = self.imagine(state, action, noise)
+        return state, reward, cont, state["z"]

@@ -94,7 +94,7 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
     }
 
 
-SCHEDULE = ("eval_every", "checkpoint_every", "log_every")
+SCHEDULE = ("eval_every", "checkpoint_every", "log_every", "eval_episodes", "eval_max_frames")
 """Training settings that only schedule side work; a resumed run may change them."""
 
 
@@ -107,14 +107,19 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return {k.rstrip("."): v for k, v in out.items()}
 
 
-def _check_same_run(run: Path, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+def check_same_run(
+    run: Path,
+    saved: dict[str, Any],
+    asked: dict[str, Any],
+    keys: tuple[str, ...] = ("preset", "game", "seed", "train"),
+) -> None:
     """Refuse to resume a run with other settings, naming each difference."""
-    old = _flatten({k: saved.get(k) for k in ("preset", "game", "seed", "train")})
-    new = _flatten({k: asked[k] for k in ("preset", "game", "seed", "train")})
+    old = _flatten({k: saved.get(k) for k in keys})
+    new = _flatten({k: asked[k] for k in keys})
     differ = [
-        f"{key.removeprefix('train.')}: {old.get(key)!r} there, {new.get(key)!r} asked"
+        f"{key.partition('.')[2] or key}: {old.get(key)!r} there, {new.get(key)!r} asked"
         for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key.removeprefix("train.") not in SCHEDULE
+        if old.get(key) != new.get(key) and key.rpartition(".")[2] not in SCHEDULE
     ]
     if differ:
         raise UserError(
@@ -123,10 +128,43 @@ def _check_same_run(run: Path, saved: dict[str, Any], asked: dict[str, Any]) -> 
         )
 
 
-def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Replay windows as tensors on ``device``, actions as int64."""
     out = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    out["action"] = out["action"].long()
+    if "action" in out:
+        out["action"] = out["action"].long()
     return out
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names, over ``model``'s parameters."""
+    # a model may ask for parameter groups (REM: decay on some, a slower tokenizer)
+    groups = getattr(model, "parameter_groups", None)
+    params = groups(config.weight_decay) if groups else model.parameters()
+    return OPTIMIZERS[config.optimizer](
+        params, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay
+    )
+
+
+def world_model_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    step: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One gradient step of ``model`` on ``batch``, the ``step``-th (for the warm-up)."""
+    c = config
+    lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup else c.lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    loss, metrics = model.loss(batch, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+    optimizer.step()
+    return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(norm), "lr": lr}
 
 
 class Trainer:
@@ -147,15 +185,10 @@ class Trainer:
         span = c.context + c.horizon
         held_out = split_starts(self.replay, span, c.holdout)[1]
         eval_starts = episode_windows(self.replay, held_out, span, c.eval_windows)
-        self.eval_windows = _to_torch(self.replay.gather(eval_starts, span), device)
+        self.eval_windows = to_torch(self.replay.gather(eval_starts, span), device)
         torch.manual_seed(seed)
         self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
-        # a model may ask for parameter groups (REM: decay on some, a slower tokenizer)
-        groups = getattr(self.model, "parameter_groups", None)
-        params = groups(c.weight_decay) if groups else self.model.parameters()
-        self.optimizer = OPTIMIZERS[c.optimizer](
-            params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
-        )
+        self.optimizer = make_optimizer(self.model, c)
         self.rng = np.random.default_rng(seed)
         self.noise = torch.Generator(device).manual_seed(seed)
         self.sampler = SAMPLERS[c.sampler]()
@@ -164,18 +197,11 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One gradient step on a sampled batch; returns its metrics."""
         c = self.config
-        lr = c.lr * min(1.0, (self.step + 1) / c.warmup) if c.warmup else c.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
         starts = self.sampler.train_starts(self.train_starts, c.batch, self.rng)
-        batch = _to_torch(self.replay.gather(starts, c.length), self.device)
-        loss, metrics = self.model.loss(batch, self.noise)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
+        batch = to_torch(self.replay.gather(starts, c.length), self.device)
+        metrics = world_model_step(self.model, self.optimizer, batch, c, self.step, self.noise)
         self.step += 1
-        return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(norm), "lr": lr}
+        return metrics
 
     def evaluate(self) -> dict[str, float]:
         """Open-loop metrics on the held-out windows."""
@@ -233,7 +259,7 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
     trainer = Trainer(args, resolve_device(args.device))
     if args.resume:
         saved = load_checkpoint(out, trainer.device)
-        _check_same_run(out, saved["config"], trainer.resolved)
+        check_same_run(out, saved["config"], trainer.resolved)
         trainer.restore(saved)
     else:
         out.mkdir(parents=True, exist_ok=True)
