@@ -16,6 +16,8 @@ from wmsim.errors import UserError
 
 def config_classes() -> dict[str, type]:
     """Every config class that may appear in a saved config, by name."""
+    from wmsim.agent.actor_critic import ActorCriticConfig
+    from wmsim.agent.config import AgentConfig
     from wmsim.collect.atari import AtariConfig
     from wmsim.model import LatentWorldModelConfig, REMConfig, RSSMConfig
     from wmsim.model.backbones import BACKBONES
@@ -24,7 +26,7 @@ def config_classes() -> dict[str, type]:
     from wmsim.train.config import TrainConfig
 
     classes = [AtariConfig, LatentWorldModelConfig, RSSMConfig, TrainConfig]
-    classes += [REMConfig, RetNetConfig, TokenizerConfig]
+    classes += [REMConfig, RetNetConfig, TokenizerConfig, AgentConfig, ActorCriticConfig]
     classes += [config for config, _ in BACKBONES.values()]
     return {cls.__name__: cls for cls in classes}
 

@@ -1,0 +1,272 @@
+"""The reference actor-critic: DreamerV3's behaviour learning, as STORM and DRAMA use it.
+
+References: DreamerV3 (Hafner et al. 2023), STORM (Zhang et al. 2023) and
+DRAMA (Wang et al. 2025); facts in seeds-and-protocol.md §4.6, §6.1, §3.1.
+On a trajectory of features s_0..s_H, actions a_0..a_H-1, rewards r_k and
+continue flags c_k (of arriving at s_k+1):
+
+    G_k      lambda-return, bootstrapped from the critic (see lambda_return)
+    critic   two-hot symlog cross-entropy to sg(G_k), plus the same to a slow
+             critic's target (an EMA of the critic) as a regularizer
+    actor    -log pi(a_k | s_k) sg((G_k - V(s_k)) / max(1, S)) - eta H(pi(. | s_k)),
+             S the EMA of the 95th minus the 5th percentile of the returns
+
+Where the seeds differ the choice is named by ``ActorCriticConfig.form``:
+
+- ``storm`` (STORM, DRAMA): the (1 - lambda) term of the lambda-return uses
+  V_k, not V_k+1 (their ``calc_lambda_return``); the slow critic's target is
+  the lambda-return computed with its values; steps are not weighted.
+- ``dreamerv3``: the textbook lambda-return with V_k+1; the slow critic's
+  target is its value; each step is weighted by the product of the continue
+  flags before it, so steps after a predicted end do not count.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from wmsim.model.distributions import TwoHot
+
+FORMS = ("storm", "dreamerv3")
+"""The lambda-return and regularizer variants; see the module docstring."""
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """The actor-critic's networks, losses and optimizer (STORM's by default)."""
+
+    form: str = "storm"
+    """storm (STORM, DRAMA) or dreamerv3: the lambda-return and regularizer variant."""
+    act_on: str = "prior"
+    """What the actor reads of the current frame: prior (STORM, DRAMA: the latent the
+    world model predicted for it, as in imagination) or posterior (the frame's encoding)."""
+    gamma: float = 0.985
+    """Discount (STORM, DRAMA 0.985; DreamerV3 1 - 1/333)."""
+    lam: float = 0.95
+    """Lambda of the lambda-return."""
+    entropy: float = 3e-4
+    """Weight of the policy's entropy bonus."""
+    actor_unimix: float = 0.0
+    """Uniform mixture on the policy (DreamerV3 0.01; STORM, DRAMA none)."""
+    actor_width: int = 512
+    """Hidden width of the actor."""
+    actor_layers: int = 2
+    """Hidden layers of the actor."""
+    critic_width: int = 512
+    """Hidden width of the critic."""
+    critic_layers: int = 2
+    """Hidden layers of the critic."""
+    norm: str = "layer"
+    """Normalization in hidden layers: layer (STORM) or rms (DRAMA)."""
+    activation: str = "relu"
+    """relu (STORM) or silu (DRAMA, DreamerV3)."""
+    bins: int = 255
+    """Two-hot bins of the critic, on [-20, 20] in symlog space."""
+    slow_decay: float = 0.98
+    """EMA decay of the slow critic, applied every update: slow = d * slow + (1 - d) * critic."""
+    slow_reg: float = 1.0
+    """Weight of the slow critic's target in the critic loss."""
+    return_decay: float = 0.99
+    """EMA decay of the return percentiles."""
+    return_range: tuple[float, float] = (5.0, 95.0)
+    """Percentiles whose distance scales the advantages."""
+    optimizer: str = "adam"
+    """adam or laprop (DRAMA)."""
+    lr: float = 3e-5
+    """Learning rate of actor and critic."""
+    eps: float = 1e-5
+    """The optimizer's epsilon."""
+    grad_clip: float = 100.0
+    """Gradients of actor and critic are clipped to this global norm."""
+    warmup: int = 0
+    """Updates of linear learning-rate warm-up (DRAMA 1000)."""
+
+
+NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def mlp(
+    inputs: int, outputs: int, width: int, layers: int, norm: str, activation: str
+) -> nn.Module:
+    """layers x [Linear (no bias), norm, activation], then a linear output."""
+    body: list[nn.Module] = []
+    for i in range(layers):
+        body += [
+            nn.Linear(inputs if i == 0 else width, width, bias=False),
+            NORMS[norm](width),
+            ACTIVATIONS[activation](),
+        ]
+    return nn.Sequential(*body, nn.Linear(width if layers else inputs, outputs))
+
+
+def lambda_return(
+    reward: Tensor, cont: Tensor, value: Tensor, gamma: float, lam: float | Tensor, form: str
+) -> Tensor:
+    """Lambda-returns G (B, H) of rewards and continue flags (B, H), values (B, H + 1).
+
+    ``reward[:, k]`` and ``cont[:, k]`` belong to the step from s_k to s_k+1;
+    ``value[:, k]`` is V(s_k). With G_H = V(s_H):
+
+        dreamerv3: G_k = r_k + gamma c_k ((1 - lam) V(s_k+1) + lam G_k+1)
+        storm:     G_k = r_k + gamma c_k ((1 - lam) V(s_k)   + lam G_k+1)
+
+    ``lam`` may be a tensor (B, H): 0 at a step cuts the return there (it then
+    bootstraps from V(s_k+1) alone, in the dreamerv3 form).
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown lambda-return form {form!r}; choose one of {FORMS}")
+    lam = torch.as_tensor(lam, dtype=reward.dtype, device=reward.device).expand_as(reward)
+    blend = value[:, 1:] if form == "dreamerv3" else value[:, :-1]
+    returns, last = [], value[:, -1]
+    for k in reversed(range(reward.shape[1])):
+        last = reward[:, k] + gamma * cont[:, k] * (
+            (1 - lam[:, k]) * blend[:, k] + lam[:, k] * last
+        )
+        returns.append(last)
+    return torch.stack(returns[::-1], 1)
+
+
+class ReturnNorm:
+    """EMAs of the low and high percentiles of returns; advantages are divided by their spread.
+
+    Both start at 0 (STORM's EMAScalar), so early advantages are divided by 1.
+    """
+
+    def __init__(self, decay: float = 0.99, percentiles: tuple[float, float] = (5.0, 95.0)):
+        self.decay, self.percentiles = decay, percentiles
+        self.low, self.high = 0.0, 0.0
+
+    def update(self, returns: Tensor) -> float:
+        """Fold the percentiles of ``returns`` into the EMAs; return max(1, high - low)."""
+        flat = returns.detach().flatten().float()
+        q = torch.tensor([p / 100.0 for p in self.percentiles], device=flat.device)
+        low, high = torch.quantile(flat, q).tolist()
+        self.low = self.decay * self.low + (1 - self.decay) * low
+        self.high = self.decay * self.high + (1 - self.decay) * high
+        return self.scale
+
+    @property
+    def scale(self) -> float:
+        """max(1, high - low): returns that spread less than 1 are not scaled up."""
+        return max(1.0, self.high - self.low)
+
+    def state_dict(self) -> dict[str, float]:
+        """The two EMAs."""
+        return {"low": self.low, "high": self.high}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore the two EMAs."""
+        self.low, self.high = float(state["low"]), float(state["high"])
+
+
+class ActorCritic(nn.Module):
+    """Actor, critic and slow critic over features of size ``features``.
+
+    Args:
+        config: networks and losses.
+        features: size of the feature vectors the actor and critic read.
+        num_actions: size of the discrete action space.
+    """
+
+    def __init__(self, config: ActorCriticConfig, features: int, num_actions: int):
+        super().__init__()
+        c = config
+        if c.form not in FORMS or c.act_on not in ("prior", "posterior"):
+            raise ValueError(f"form must be one of {FORMS}, act_on prior or posterior")
+        self.config, self.num_actions = config, num_actions
+        self.actor = mlp(features, num_actions, c.actor_width, c.actor_layers, c.norm, c.activation)
+        self.critic = mlp(features, c.bins, c.critic_width, c.critic_layers, c.norm, c.activation)
+        # outputs start small: a near-uniform policy and a value of exactly 0 (DreamerV3)
+        nn.init.normal_(self.actor[-1].weight, std=1e-3)
+        nn.init.zeros_(self.actor[-1].bias)
+        nn.init.zeros_(self.critic[-1].weight)
+        nn.init.zeros_(self.critic[-1].bias)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.two_hot = TwoHot(c.bins)
+
+    def log_policy(self, features: Tensor) -> Tensor:
+        """Log-probabilities (..., A) of the actions, with the configured unimix."""
+        probs = torch.softmax(self.actor(features), -1)
+        mix = self.config.actor_unimix
+        return torch.log((1 - mix) * probs + mix / self.num_actions)
+
+    def act(
+        self, features: Tensor, generator: torch.Generator | None, greedy: bool = False
+    ) -> Tensor:
+        """Actions (B,) for features (B, F): sampled, or the most likely with ``greedy``."""
+        log_probs = self.log_policy(features)
+        if greedy:
+            return log_probs.argmax(-1)
+        return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+
+    def value(self, features: Tensor, slow: bool = False) -> Tensor:
+        """The critic's (or slow critic's) value (...) of features (..., F)."""
+        return self.two_hot.mean((self.slow_critic if slow else self.critic)(features))
+
+    def loss(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        reward: Tensor,
+        cont: Tensor,
+        norm: ReturnNorm,
+        *,
+        lam: Tensor | None = None,
+        weight: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Actor and critic loss of a trajectory; updates ``norm`` with its returns.
+
+        Args:
+            features: (B, H + 1, F) states s_0..s_H (gradients flow into them, if they have any).
+            actions: (B, H) actions taken at s_0..s_H-1.
+            reward: (B, H) rewards of the steps.
+            cont: (B, H) continue flags (or probabilities) of arriving at s_1..s_H.
+            norm: the return normalizer.
+            lam: (B, H) lambda per step, to cut returns at episode ends of real
+                rollouts; the configured lambda when None.
+            weight: (B, H) weight per step, replacing the form's.
+        """
+        c = self.config
+        lam = c.lam if lam is None else lam
+        logits = self.critic(features)  # (B, H + 1, bins)
+        value = self.two_hot.mean(logits).detach()
+        with torch.no_grad():
+            slow = self.value(features, slow=True)
+            returns = lambda_return(reward, cont, value, c.gamma, lam, c.form)
+            if c.form == "storm":
+                slow_target = lambda_return(reward, cont, slow, c.gamma, lam, c.form)
+                default_weight = torch.ones_like(reward)
+            else:
+                slow_target = slow[:, :-1]
+                alive = torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1)
+                default_weight = torch.cumprod(alive, 1)
+            weight = default_weight if weight is None else weight
+        critic_loss = self.two_hot.loss(logits[:, :-1], returns)
+        critic_loss = critic_loss + c.slow_reg * self.two_hot.loss(logits[:, :-1], slow_target)
+        scale = norm.update(returns)
+        advantage = (returns - value[:, :-1]) / scale
+        log_probs = self.log_policy(features[:, :-1])  # (B, H, A)
+        taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        actor_loss = -(taken * advantage + c.entropy * entropy)
+        loss = (weight * (actor_loss + critic_loss)).mean()
+        metrics = {
+            "actor_loss": (weight * actor_loss).mean(),
+            "critic_loss": (weight * critic_loss).mean(),
+            "return": returns.mean(), "value": value.mean(), "advantage": advantage.mean(),
+            "entropy": entropy.mean(), "return_scale": torch.tensor(scale),
+            "reward": reward.mean(), "continue": cont.mean(),
+        }  # fmt: skip
+        return loss, {k: v.detach() for k, v in metrics.items()}
+
+    @torch.no_grad()
+    def update_slow(self) -> None:
+        """Move the slow critic towards the critic: slow = d * slow + (1 - d) * critic."""
+        d = self.config.slow_decay
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
+            slow.mul_(d).add_(fast.detach(), alpha=1 - d)

@@ -1,0 +1,119 @@
+"""The full loop's configs, and the presets named after the papers.
+
+An agent preset pairs a world-model preset (``wmsim.train.config.PRESETS``)
+with an actor-critic and a schedule. ``storm`` and ``drama`` carry the papers'
+values (seeds-and-protocol.md §6.1, §3.1): one world-model update and one
+actor-critic update per env step, 1,024 imagined trajectories of 16 steps from
+contexts of 8 frames. ``s5`` is STORM's schedule with DreamerV3's form of the
+actor-critic. The ``tiny`` ones train on a laptop CPU within an hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from wmsim.agent.actor_critic import ActorCriticConfig
+from wmsim.errors import UserError
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What ``wmsim agent train`` runs: world model, actor-critic and schedule."""
+
+    world_model: str = "storm"
+    """The world-model preset (``wmsim train --preset``) the loop trains."""
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    """The actor-critic."""
+    warmup_steps: int = 1024
+    """Env steps of uniformly random play before any training (STORM 1024, DRAMA 1032)."""
+    train_every: int = 1
+    """Env steps per training round of one world-model update and one actor-critic update."""
+    imagine_batch: int = 1024
+    """Imagined trajectories per actor-critic update."""
+    context: int = 8
+    """Real steps an imagined trajectory starts from."""
+    horizon: int = 16
+    """Imagined steps per trajectory."""
+    hard_ends: bool = True
+    """Imagined episodes end where the continue logit is negative (STORM, DRAMA), rather
+    than continuing with the predicted probability as a discount (DreamerV3)."""
+    eval_every: int = 10_000
+    """Env steps between evaluations on the real game (0: none during training)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``wmsim eval`` runs the final one)."""
+    eval_max_frames: int = 108_000
+    """Frame cap of an evaluation episode (the protocol's 108,000)."""
+    checkpoint_every: int = 2_500
+    """Env steps between checkpoints (STORM 2,500)."""
+    log_every: int = 250
+    """Env steps between logged training metrics."""
+    chunk_length: int = 256
+    """Replay rows per chunk file; the newest, unfinished chunk is not trained on yet."""
+
+
+STORM_AC = ActorCriticConfig()
+DRAMA_AC = ActorCriticConfig(
+    actor_width=256, actor_layers=3, critic_width=512, critic_layers=3, norm="rms",
+    activation="silu", optimizer="laprop", lr=4e-5, eps=1e-20, warmup=1000,
+)  # fmt: skip
+DREAMERV3_AC = ActorCriticConfig(
+    form="dreamerv3", act_on="posterior", gamma=1 - 1 / 333, actor_unimix=0.01,
+    activation="silu",
+)  # fmt: skip
+TINY = {"actor_width": 128, "critic_width": 128, "lr": 3e-4, "warmup": 0}
+TINY_SCHEDULE = {
+    # half STORM's context and a sixteenth of its imagined batch: encoding the contexts'
+    # frames is most of an update's cost on a CPU
+    "warmup_steps": 2000, "train_every": 2, "imagine_batch": 64, "context": 4,
+    "eval_every": 5000, "eval_episodes": 10, "checkpoint_every": 1000, "log_every": 200,
+}  # fmt: skip
+
+AGENT_PRESETS: dict[str, AgentConfig] = {
+    "storm": AgentConfig(world_model="storm", actor_critic=STORM_AC),
+    "drama": AgentConfig(world_model="drama", actor_critic=DRAMA_AC, warmup_steps=1032),
+    "s5": AgentConfig(world_model="s5", actor_critic=DREAMERV3_AC, hard_ends=False),
+    "tiny": AgentConfig(
+        world_model="tiny", actor_critic=dataclasses.replace(STORM_AC, **TINY), **TINY_SCHEDULE
+    ),
+    "tiny-drama": AgentConfig(
+        world_model="tiny-drama",
+        actor_critic=dataclasses.replace(
+            DRAMA_AC, **{**TINY, "optimizer": "laprop", "actor_layers": 2, "critic_layers": 2}
+        ),
+        **TINY_SCHEDULE,
+    ),
+    "tiny-s5": AgentConfig(
+        world_model="tiny-s5", actor_critic=dataclasses.replace(DREAMERV3_AC, **TINY),
+        hard_ends=False, **TINY_SCHEDULE,
+    ),
+    "tiny-gru": AgentConfig(
+        world_model="tiny-gru", actor_critic=dataclasses.replace(DREAMERV3_AC, **TINY),
+        hard_ends=False, **TINY_SCHEDULE,
+    ),
+}  # fmt: skip
+"""Agent preset name -> its config."""
+
+UNSUPPORTED = {
+    "dreamerv2": "DreamerV2's RSSM (its posterior needs h_t, so its acting loop differs)",
+    "tiny-dreamerv2": "DreamerV2's RSSM (its posterior needs h_t, so its acting loop differs)",
+    "rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
+    "tiny-rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
+}
+"""World-model presets the reference agent does not train on yet, and why."""
+
+
+def agent_preset(name: str) -> AgentConfig:
+    """The agent preset called ``name``.
+
+    Raises:
+        UserError: no such preset, naming those there are.
+    """
+    if name in UNSUPPORTED:
+        raise UserError(
+            f"the reference agent does not run on {UNSUPPORTED[name]} yet; "
+            f"choose one of: {', '.join(AGENT_PRESETS)}"
+        )
+    if name not in AGENT_PRESETS:
+        raise UserError(f"unknown agent preset {name!r}; choose one of: {', '.join(AGENT_PRESETS)}")
+    return AGENT_PRESETS[name]
