@@ -25,6 +25,9 @@ commands:
   dream         write the real game and a model's dream of it side by side (GIF, MP4)
   export        write a trained run as a model bundle (ONNX graphs, spec, start contexts)
   serve         serve a model bundle's dreams over gRPC to any number of clients
+  agent train   train the reference agent: the full loop on a real game, or in any gymnasium env
+  eval          play an agent (or the random policy) on the real game: scores, HNS, video, JSON
+  results       aggregate evaluation records: mean, median and IQM HNS beside the papers'
   bundle check  validate a model bundle: files, hashes, graph signatures, format version
   models list   list the model bundles dream envs can load by name
   models add    copy a bundle into the user's model store
@@ -184,6 +187,52 @@ class BundleCheckArgs:
     """The NAME.wmsim directory."""
 
 
+def _agent_train(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.agent.commands import AgentTrainArgs, agent_train
+
+    args = tyro.cli(AgentTrainArgs, prog="wmsim agent train", args=argv)
+    try:
+        metrics = agent_train(args)
+    except KeyboardInterrupt:
+        print(
+            f"wmsim: interrupted; checkpoint saved in {args.out}, "
+            "add --resume to the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
+    print(
+        f"trained {args.out} to {args.env_steps} env steps"
+        + (f"; real game: {shown}" if shown else "")
+    )
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.agent.commands import EvalArgs, evaluate_command
+
+    args = tyro.cli(EvalArgs, prog="wmsim eval", args=argv)
+    record, path = evaluate_command(args)
+    hns = f", HNS {record['hns']:.3f}" if record["hns"] is not None else ""
+    print(
+        f"{record['game']}: mean score {record['mean']:.2f} +- {record['std']:.2f} over "
+        f"{record['episodes']} episodes{hns}; wrote {path}"
+        + (f" and {record['video']}" if "video" in record else "")
+    )
+    return 0
+
+
+def _results(argv: list[str]) -> int:
+    from wmsim.agent.results import ResultsArgs, results
+
+    print(results(_parse_positional(ResultsArgs, "wmsim results", argv)))
+    return 0
+
+
 def _bundle_check(argv: list[str]) -> int:
 
     from wmsim.bundle import open_bundle
@@ -276,6 +325,9 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "dream": _dream,
     "export": _export,
     "serve": _serve,
+    "agent train": _agent_train,
+    "eval": _eval,
+    "results": _results,
     "bundle check": _bundle_check,
     "models list": _models_list,
     "models add": _models_add,

@@ -1,0 +1,209 @@
+"""``wmsim agent train`` and ``wmsim eval``: their arguments and the work behind them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wmsim.errors import UserError
+
+
+@dataclass(frozen=True)
+class AgentTrainArgs:
+    """Train the reference agent: the full loop on a real game, or in a gymnasium env.
+
+    With --game it plays the real game, learns its world model and trains in
+    imagination; with --env it trains in any gymnasium env through its API alone.
+    """
+
+    out: Path
+    """Run directory: config, replay, checkpoint, metrics, TensorBoard logs."""
+    game: str | None = None
+    """The full loop: play this real game, learn its world model, train the agent in it."""
+    env: str | None = None
+    """Train in this gymnasium env id instead (e.g. wmsim/Breakout-dream-v0), then
+    evaluate on the real game."""
+    env_steps: int = 100_000
+    """Env steps the run should reach (the Atari 100k budget); with --resume, more than done."""
+    preset: str = "storm"
+    """Agent preset: storm, drama, s5, or tiny, tiny-drama, tiny-s5, tiny-gru (a CPU hour)."""
+    resume: bool = False
+    """Continue the run in --out from its checkpoint."""
+    seed: int = 0
+    """Seeds the world model, the agent, the sampling and the game."""
+    device: str = "auto"
+    """cpu, cuda, ..., or auto: the accelerator if there is one."""
+    server: str | None = None
+    """With --env: a `wmsim serve` address (host:port) to dream on."""
+    num_envs: int = 16
+    """With --env: envs stepped side by side."""
+    eval_game: str | None = None
+    """With --env: the real game to evaluate on (default: the one in a wmsim env id)."""
+    train_every: int | None = None
+    """Env steps per training round (default: the preset's)."""
+    imagine_batch: int | None = None
+    """Imagined trajectories per actor-critic update (default: the preset's)."""
+    warmup_steps: int | None = None
+    """Random-policy steps before training (default: the preset's)."""
+    eval_every: int | None = None
+    """Env steps between real-game evaluations, 0 for none (default: the preset's)."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation during training (default: the preset's)."""
+    checkpoint_every: int | None = None
+    """Env steps between checkpoints (default: the preset's)."""
+    eval_max_frames: int | None = None
+    """Frame cap of a training-time evaluation episode (default: the protocol's 108,000)."""
+    context: int | None = None
+    """Real steps an imagined trajectory starts from (default: the preset's)."""
+    horizon: int | None = None
+    """Imagined steps per trajectory, or rollout steps per update with --env (default: the
+    preset's)."""
+
+
+OVERRIDES = (
+    "train_every", "imagine_batch", "warmup_steps", "eval_every", "eval_episodes",
+    "checkpoint_every", "eval_max_frames", "context", "horizon",
+)  # fmt: skip
+
+
+def agent_train(args: AgentTrainArgs, *, progress: bool = True) -> dict[str, float]:
+    """Run ``wmsim agent train``; return the last evaluation's metrics."""
+    from wmsim.train.loop import resolve_device
+
+    if (args.game is None) == (args.env is None):
+        raise UserError("pass exactly one of --game (the full loop) and --env (a gymnasium env)")
+    if args.env_steps < 1:
+        raise UserError("--env-steps must be positive")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --out must be a directory")
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    device = resolve_device(args.device)
+    if args.env is not None:
+        from wmsim.agent.envs import train_in_env
+
+        return train_in_env(args, overrides, device, progress=progress)
+    if args.server is not None:
+        raise UserError("--server goes with --env; the full loop trains its own world model")
+    from wmsim.agent.loop import resolve_agent, train_agent
+    from wmsim.games import resolve_game
+
+    resolved = resolve_agent(resolve_game(args.game), args.preset, args.seed, overrides)
+    return train_agent(
+        out, resolved, args.env_steps, resume=args.resume, device=device, progress=progress
+    )
+
+
+def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> tuple[Any, dict]:
+    """The trained policy of an agent run, and its checkpoint's metadata.
+
+    Raises:
+        UserError: ``run`` holds no agent checkpoint.
+    """
+    from wmsim.train.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(run, device)
+    kind = saved.get("kind")
+    generator = torch.Generator(device).manual_seed(seed)
+    if kind == "world-model":
+        from wmsim.agent.actor_critic import ActorCritic
+        from wmsim.agent.config import AgentConfig
+        from wmsim.agent.imagination import RealPolicy
+        from wmsim.configs import from_dict
+        from wmsim.model import make_world_model
+
+        config = saved["config"]
+        num_actions = len(saved["action_meanings"])
+        model = make_world_model(from_dict(config["train"]).model, num_actions).to(device)
+        model.load_state_dict(saved["model"])
+        agent_config: AgentConfig = from_dict(config["agent"])
+        agent = ActorCritic(agent_config.actor_critic, model.feature_size, num_actions).to(device)
+        agent.load_state_dict(saved["agent"])
+        return RealPolicy(model.eval(), agent.eval(), generator, greedy=greedy), saved
+    if kind == "env":
+        from wmsim.agent.envs import load_env_policy
+
+        return load_env_policy(saved, device, generator, greedy=greedy), saved
+    raise UserError(
+        f"{run} holds a world-model run, not an agent; train one with `wmsim agent train`"
+    )
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate an agent on the real game under the Atari 100k protocol."""
+
+    agent: Path | None = None
+    """The agent's run directory (`wmsim agent train --out`)."""
+    game: str | None = None
+    """The game (default: the agent's)."""
+    episodes: int = 20
+    """Episodes to play (STORM 20; DRAMA, DreamerV3, REM 100)."""
+    random: bool = False
+    """Evaluate the uniformly random policy instead of an agent: the protocol's baseline."""
+    greedy: bool = False
+    """Take the most likely action (DRAMA) rather than sampling one (STORM)."""
+    seed: int = 0
+    """Episode i starts from reset(seed=seed + i)."""
+    max_frames: int = 108_000
+    """Frame cap per episode (the protocol's 108,000 = 30 minutes)."""
+    out: Path | None = None
+    """The JSON record (default: AGENT/eval.json, or eval-random-GAME.json here)."""
+    video: Path | None = None
+    """Write the first episode as a video here (.mp4 or .gif; default: beside the record)."""
+    device: str = "auto"
+    """cpu, cuda, ..., or auto."""
+
+
+def evaluate_command(args: EvalArgs, *, progress: bool = True) -> tuple[dict, Path]:
+    """Run ``wmsim eval``; return the record and where it was written."""
+    from wmsim.agent.evaluate import (
+        RandomPolicy,
+        eval_record,
+        play_episodes,
+        protocol,
+        write_record,
+    )
+    from wmsim.games import resolve_game
+    from wmsim.train.loop import resolve_device
+    from wmsim.video import write_video
+
+    if args.random == (args.agent is not None):
+        raise UserError("pass --agent RUN, or --random for the random baseline (one of them)")
+    env_steps, run = None, None
+    if args.random:
+        if args.game is None:
+            raise UserError("--random needs --game")
+        game = resolve_game(args.game)
+        from wmsim.collect.atari import AtariEnv
+
+        probe = AtariEnv(protocol(game))
+        policy = RandomPolicy(int(probe.action_space.n), args.seed)
+        probe.close()
+        out = args.out or Path(f"eval-random-{game}.json")
+    else:
+        policy, saved = load_policy(
+            args.agent, resolve_device(args.device), greedy=args.greedy, seed=args.seed
+        )
+        game = saved["config"]["game"]
+        if args.game is not None and resolve_game(args.game) != game:
+            raise UserError(f"{args.agent} plays {game}, not {args.game}; drop --game")
+        env_steps, run = saved["env_steps"], str(args.agent)
+        out = args.out or Path(args.agent) / "eval.json"
+    result = play_episodes(
+        policy, game, args.episodes, seed=args.seed, max_frames=args.max_frames, record=True,
+        progress=progress,
+    )  # fmt: skip
+    record = eval_record(
+        game, result, run=run, policy="random" if args.random else "agent", env_steps=env_steps,
+        seed=args.seed, max_frames=args.max_frames, greedy=args.greedy,
+    )  # fmt: skip
+    video = args.video or out.with_suffix(".mp4")
+    if len(result.frames):
+        write_video(video, result.frames, fps=15)
+        record["video"] = str(video)
+    write_record(out, record)
+    return record, out

@@ -1,0 +1,295 @@
+"""The full Atari 100k loop: ``wmsim agent train --game G --preset P --env-steps N --out RUN``.
+
+As STORM and DRAMA run it (seeds-and-protocol.md §6.1, §3.1): play the real
+game with the current policy into a replay, and every ``train_every`` env
+steps train the world model on replayed windows once, imagine trajectories
+from replayed contexts, and update the actor-critic on them once. The first
+``warmup_steps`` steps are played by a uniformly random policy.
+
+A run directory holds ``config.json``, ``replay/`` (every step played, a
+replay ``wmsim train`` and ``wmsim data info`` read), ``checkpoint.pt``
+(atomic; world model, actor-critic, optimizers, every random generator),
+``metrics.jsonl`` and ``tb/``. ``--resume`` continues from the checkpoint with
+a new episode in a new replay stream; steps played after the checkpoint stay
+in the replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wmsim.agent.actor_critic import ActorCritic, ReturnNorm
+from wmsim.agent.config import AgentConfig, agent_preset
+from wmsim.agent.evaluate import play_episodes
+from wmsim.agent.imagination import RealPolicy, imagine
+from wmsim.collect.atari import AtariConfig, AtariEnv
+from wmsim.collect.rollout import step_flags, stream_seed
+from wmsim.configs import from_dict, to_dict
+from wmsim.errors import UserError
+from wmsim.files import atomic_write_json
+from wmsim.model import make_world_model
+from wmsim.replay import SAMPLERS, Replay
+from wmsim.replay.format import make_manifest
+from wmsim.replay.writer import ReplayLock, ReplayWriter
+from wmsim.scores import HUMAN_SCORES, human_normalized_score
+from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.train.config import TrainConfig, preset
+from wmsim.train.logs import RunLog
+from wmsim.train.loop import check_same_run, make_optimizer, to_torch, world_model_step
+from wmsim.train.optim import OPTIMIZERS
+
+REPLAY = "replay"
+
+
+def resolve_agent(
+    game: str, preset_name: str, seed: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's full config: the agent preset, its world model's preset, the overrides."""
+    agent = dataclasses.replace(agent_preset(preset_name), **overrides)
+    if min(agent.train_every, agent.imagine_batch, agent.context, agent.horizon) < 1:
+        raise UserError("--train-every, --imagine-batch, --context and --horizon must be positive")
+    world_model = preset(agent.world_model)
+    return {
+        "kind": "world-model",
+        "preset": preset_name,
+        "game": game,
+        "seed": seed,
+        "agent": to_dict(agent),
+        "train": to_dict(world_model),
+    }
+
+
+class AgentRun:
+    """Everything the loop keeps between steps: env, replay, models, optimizers, randomness."""
+
+    def __init__(self, out: Path, resolved: dict[str, Any], device: torch.device):
+        self.out, self.resolved, self.device = out, resolved, device
+        self.config: AgentConfig = from_dict(resolved["agent"])
+        self.train_config: TrainConfig = from_dict(resolved["train"])
+        seed = resolved["seed"]
+        self.env = AtariEnv(AtariConfig(game=resolved["game"]))
+        self.num_actions = int(self.env.action_space.n)
+        manifest = make_manifest(dataclasses.asdict(self.env.config), self.env.action_meanings)
+        self.lock = ReplayLock(out / REPLAY, manifest)
+        torch.manual_seed(seed)
+        self.model = make_world_model(self.train_config.model, self.num_actions).to(device)
+        self.model_optimizer = make_optimizer(self.model, self.train_config)
+        ac = self.config.actor_critic
+        self.agent = ActorCritic(ac, self.model.feature_size, self.num_actions).to(device)
+        self.agent_optimizer = OPTIMIZERS[ac.optimizer](
+            [p for p in self.agent.parameters() if p.requires_grad], lr=ac.lr, eps=ac.eps
+        )
+        self.return_norm = ReturnNorm(ac.return_decay, ac.return_range)
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.sampler = SAMPLERS[self.train_config.sampler]()
+        self.env_steps, self.updates, self.episodes = 0, 0, 0
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds."""
+        return {
+            "kind": "world-model", "config": self.resolved,
+            "action_meanings": self.env.action_meanings,
+            "env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
+            "model": self.model.state_dict(), "agent": self.agent.state_dict(),
+            "model_optimizer": self.model_optimizer.state_dict(),
+            "agent_optimizer": self.agent_optimizer.state_dict(),
+            "return_norm": self.return_norm.state_dict(),
+            "rng_numpy": self.rng.bit_generator.state, "rng_torch": self.generator.get_state(),
+            "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
+        }  # fmt: skip
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state."""
+        self.model.load_state_dict(saved["model"])
+        self.agent.load_state_dict(saved["agent"])
+        self.model_optimizer.load_state_dict(saved["model_optimizer"])
+        self.agent_optimizer.load_state_dict(saved["agent_optimizer"])
+        self.return_norm.load_state_dict(saved["return_norm"])
+        self.rng.bit_generator.state = saved["rng_numpy"]
+        self.generator.set_state(saved["rng_torch"])
+        self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
+        self.env_steps, self.updates = saved["env_steps"], saved["updates"]
+        self.episodes = saved["episodes"]
+
+    def train_round(self, replay: Replay) -> dict[str, float]:
+        """One world-model update and one actor-critic update on imagined trajectories."""
+        c, wm = self.config, self.train_config
+        self.model.train()
+        starts = self.sampler.train_starts(replay.window_starts(wm.length), wm.batch, self.rng)
+        batch = to_torch(replay.gather(starts, wm.length), self.device)
+        metrics = world_model_step(
+            self.model, self.model_optimizer, batch, wm, self.updates, self.generator
+        )
+        self.model.eval()  # imagination without dropout, BatchNorm on its running statistics
+        starts = self.sampler.imagination_starts(
+            replay.window_starts(c.context), c.imagine_batch, self.rng
+        )
+        context = to_torch(
+            replay.gather(starts, c.context, ("obs", "action", "is_first")), self.device
+        )
+        trajectory = imagine(
+            self.model, self.agent, context, c.horizon, self.generator, hard_ends=c.hard_ends
+        )
+        ac = c.actor_critic
+        lr = ac.lr * min(1.0, (self.updates + 1) / ac.warmup) if ac.warmup else ac.lr
+        for group in self.agent_optimizer.param_groups:
+            group["lr"] = lr
+        loss, ac_metrics = self.agent.loss(
+            trajectory.features, trajectory.actions, trajectory.reward, trajectory.cont,
+            self.return_norm,
+        )  # fmt: skip
+        self.agent_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), ac.grad_clip)
+        self.agent_optimizer.step()
+        self.agent.update_slow()
+        self.updates += 1
+        metrics = {f"model_{k}": v for k, v in metrics.items()}
+        metrics.update({k: float(v) for k, v in ac_metrics.items()}, agent_grad_norm=float(norm))
+        return metrics
+
+    def policy(self, *, greedy: bool = False) -> RealPolicy:
+        """The current policy, for the real game."""
+        self.model.eval()
+        return RealPolicy(self.model, self.agent, self.generator, greedy=greedy)
+
+    def evaluate(self, episodes: int) -> dict[str, float]:
+        """Mean score (and HNS) of ``episodes`` real episodes with the current policy."""
+        game, c = self.resolved["game"], self.config
+        result = play_episodes(
+            self.policy(), game, episodes, seed=10_000 + self.env_steps,
+            max_frames=c.eval_max_frames,
+        )  # fmt: skip
+        mean = float(np.mean(result.scores))
+        out = {"score": mean, "score_std": float(np.std(result.scores))}
+        out["length"] = float(np.mean(result.lengths))
+        if game in HUMAN_SCORES:
+            out["hns"] = human_normalized_score(game, mean)
+        return out
+
+
+def train_agent(
+    out: Path,
+    resolved: dict[str, Any],
+    env_steps: int,
+    *,
+    resume: bool = False,
+    device: torch.device,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run the loop until ``env_steps`` real steps were played; return the last evaluation.
+
+    Raises:
+        UserError: bad settings or run directory (see the messages).
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, after saving a checkpoint.
+    """
+    has_checkpoint = (out / CHECKPOINT).exists()
+    if has_checkpoint and not resume:
+        raise UserError(
+            f"{out} already holds a run; pass --resume to continue it, or another --out"
+        )
+    if resume and not has_checkpoint:
+        raise UserError(f"{out} holds no run to resume; drop --resume to start one")
+    out.mkdir(parents=True, exist_ok=True)
+    run = AgentRun(out, resolved, device)
+    if resume:
+        saved = load_checkpoint(out, device)
+        if saved.get("kind") != "world-model":
+            raise UserError(f"{out} holds a run of another kind; train into another --out")
+        check_same_run(out, saved["config"], resolved, ("preset", "game", "seed", "train", "agent"))
+        run.restore(saved)
+    else:
+        atomic_write_json(out / "config.json", resolved)
+    with run.lock:
+        return _play_and_train(run, env_steps, progress)
+
+
+def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, float]:
+    c, out = run.config, run.out
+    stream = run.lock.new_streams(1)[0]
+    writer = ReplayWriter(out / REPLAY, stream, chunk_length=c.chunk_length)
+    replay: Replay | None = None
+    log = RunLog(out, run.env_steps)
+    bar = tqdm(total=env_steps, initial=run.env_steps, disable=not progress, unit="step")
+    policy = run.policy()
+    policy_state = policy.initial(1)
+    obs, _ = run.env.reset(seed=stream_seed(run.resolved["seed"], stream))
+    reward, life_loss, is_first, is_last, is_terminal = 0.0, False, True, False, False
+    episode_return, returns, metrics, last_eval = 0.0, [], {}, {}
+    started, steps_at_start = time.perf_counter(), run.env_steps
+    stop_on_sigterm = threading.current_thread() is threading.main_thread()
+    if stop_on_sigterm:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while run.env_steps < env_steps:
+            if is_last:
+                action = 0  # no action is taken at a last frame
+            elif run.env_steps < c.warmup_steps:
+                action = int(run.rng.integers(run.num_actions))
+            else:
+                actions, policy_state = policy.act(policy_state, obs[None], np.array([is_first]))
+                action = int(actions[0])
+            writer.add({
+                "obs": obs, "action": action, "reward": reward, "is_first": is_first,
+                "is_last": is_last, "is_terminal": is_terminal, "life_loss": life_loss,
+            })  # fmt: skip
+            if is_last:  # a row, not a step: the next row starts a new episode
+                obs, _ = run.env.reset()
+                reward, life_loss, is_first, is_last, is_terminal = 0.0, False, True, False, False
+                returns.append(episode_return)
+                episode_return, run.episodes = 0.0, run.episodes + 1
+                continue
+            obs, reward, terminated, truncated, info = run.env.step(action)
+            is_first, life_loss = False, info["life_loss"]
+            is_last, is_terminal = step_flags(terminated, truncated)
+            episode_return += reward
+            run.env_steps += 1
+            bar.update(1)
+            if run.env_steps >= c.warmup_steps and run.env_steps % c.train_every == 0:
+                if replay is None:
+                    writer.flush()  # the warm-up's steps become trainable at once
+                    replay = Replay(out / REPLAY)
+                elif run.env_steps % 64 == 0:
+                    replay.refresh()
+                metrics = run.train_round(replay)
+            done = run.env_steps == env_steps
+            if run.env_steps % c.log_every == 0 or done:
+                rate = (run.env_steps - steps_at_start) / (time.perf_counter() - started)
+                shown = {**metrics, "env_steps_per_s": rate, "updates": run.updates}
+                if returns:
+                    shown.update(episode_return=float(np.mean(returns)), episodes=run.episodes)
+                    returns = []
+                log.log(run.env_steps, "train", shown)
+                if "return" in metrics:
+                    bar.set_postfix(ret=f"{metrics['return']:.2f}", refresh=False)
+            if c.eval_every and (run.env_steps % c.eval_every == 0 or done):
+                last_eval = run.evaluate(c.eval_episodes)
+                log.log(run.env_steps, "eval", last_eval)
+            if run.env_steps % c.checkpoint_every == 0 or done:
+                writer.flush()
+                save_checkpoint(out, run.state())
+    except KeyboardInterrupt:
+        writer.flush()
+        save_checkpoint(out, run.state())
+        raise
+    finally:
+        if stop_on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        bar.close()
+        log.close()
+    return last_eval
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
