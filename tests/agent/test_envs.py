@@ -1,0 +1,77 @@
+"""The reference agent trained through the gymnasium API alone: in-process, remote, and refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from serving import served
+
+from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
+from wmsim.agent.envs import STACK, push
+from wmsim.train.checkpoint import load_checkpoint
+
+ID = "wmsim/Breakout-dream-v0"
+SMALL = {
+    "preset": "tiny", "num_envs": 2, "horizon": 8, "eval_episodes": 1, "eval_max_frames": 1_000,
+    "device": "cpu",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("WMSIM_HOME", str(tmp_path / "wmsim-home"))
+    monkeypatch.delenv("WMSIM_MODEL", raising=False)
+
+
+def test_frame_stacks_restart_at_episode_starts():
+    stack = np.zeros((2, STACK, 1, 1, 3), np.uint8)
+    stack = push(stack, np.full((2, 1, 1, 3), 7, np.uint8), np.array([True, False]))
+    assert stack[0, :, 0, 0, 0].tolist() == [7] * STACK  # a first frame fills the stack
+    assert stack[1, :, 0, 0, 0].tolist() == [0] * (STACK - 1) + [7]
+
+
+@pytest.mark.slow
+def test_trains_in_a_dream_env_and_evaluates_on_the_real_game(tmp_path):
+    out = tmp_path / "run"
+    last = agent_train(AgentTrainArgs(out=out, env=ID, env_steps=32, **SMALL), progress=False)
+    assert np.isfinite(last["score"]) and "hns" in last
+    saved = load_checkpoint(out)
+    assert saved["kind"] == "env" and saved["env_steps"] == 32 and saved["updates"] == 2
+    assert saved["config"]["agent"]["actor_critic"]["form"] == "dreamerv3"
+    record, _ = evaluate_command(
+        EvalArgs(agent=out, episodes=1, max_frames=1_000, video=tmp_path / "v.gif"), progress=False
+    )
+    assert record["game"] == "Breakout" and record["env_steps"] == 32
+    agent_train(AgentTrainArgs(out=out, env=ID, env_steps=48, resume=True, **SMALL), progress=False)
+    assert load_checkpoint(out)["updates"] == 3
+
+
+@pytest.mark.slow
+def test_remote_training_equals_in_process_training(tmp_path):
+    """Served dreams are the same dreams, so the same seed trains the same weights."""
+    local = tmp_path / "local"
+    agent_train(AgentTrainArgs(out=local, env=ID, env_steps=16, **SMALL), progress=False)
+    with served("--max-envs", "4") as server:
+        remote = tmp_path / "remote"
+        agent_train(
+            AgentTrainArgs(out=remote, env=ID, env_steps=16, server=server.address, **SMALL),
+            progress=False,
+        )
+    a, b = load_checkpoint(local)["agent"], load_checkpoint(remote)["agent"]
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_refuses_envs_it_cannot_play(tmp_path):
+    from wmsim.errors import UserError
+
+    with pytest.raises(UserError, match="uint8 frames"):
+        agent_train(
+            AgentTrainArgs(out=tmp_path / "r", env="CartPole-v1", eval_game="Breakout", **SMALL)
+        )
+    with pytest.raises(UserError, match="--eval-game"):
+        agent_train(AgentTrainArgs(out=tmp_path / "r", env="CartPole-v1", **SMALL))
+    with pytest.raises(UserError, match="--server goes with --env"):
+        agent_train(AgentTrainArgs(out=tmp_path / "r", game="Breakout", server="x:1"))

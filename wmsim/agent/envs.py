@@ -1,0 +1,266 @@
+"""The reference agent in any gymnasium env, through its API alone: ``wmsim agent train --env ID``.
+
+This is the proof that an outside library can train in a dream: the agent
+sees only ``gymnasium.make_vec(ID)`` (a wmsim dream env in-process, or served
+with ``--server``), never a world model. It reads the last ``STACK`` frames
+through a small CNN, rolls out ``horizon`` steps of every env, and updates
+with the same actor-critic losses as in imagination (DreamerV3's form of the
+lambda-return: episode ends in a real rollout cut the return, and the step
+into a reset is left out). The result is then evaluated on the real game.
+
+Observations must be frames (H, W, 3) uint8 and actions ``Discrete``; the
+vector env's autoreset mode must be NEXT_STEP (gymnasium's default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig, ReturnNorm
+from wmsim.agent.config import AgentConfig, agent_preset
+from wmsim.agent.evaluate import play_episodes
+from wmsim.configs import from_dict, to_dict
+from wmsim.errors import UserError
+from wmsim.files import atomic_write_json
+from wmsim.scores import HUMAN_SCORES, human_normalized_score
+from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.train.logs import RunLog
+from wmsim.train.optim import OPTIMIZERS
+
+STACK = 4
+"""Frames the agent sees at once: one frame shows no motion."""
+
+
+class FrameAgent(nn.Module):
+    """A CNN over the last STACK frames, then the actor-critic.
+
+    Args:
+        config: the actor-critic.
+        frame_shape: (H, W, 3) of one frame.
+        num_actions: size of the discrete action space.
+    """
+
+    def __init__(self, config: ActorCriticConfig, frame_shape: tuple[int, ...], num_actions: int):
+        super().__init__()
+        height, width, channels = frame_shape
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels * STACK, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            size = self.encoder(torch.zeros(1, channels * STACK, height, width)).shape[-1]
+        self.project = nn.Sequential(nn.Linear(size, 512), nn.ReLU())
+        self.actor_critic = ActorCritic(config, 512, num_actions)
+
+    def features(self, frames: Tensor) -> Tensor:
+        """Stacked frames (..., STACK, H, W, 3) uint8 -> features (..., 512)."""
+        lead = frames.shape[:-4]
+        x = frames.reshape(-1, *frames.shape[-4:]).permute(0, 1, 4, 2, 3).flatten(1, 2)
+        return self.project(self.encoder(x.float() / 255.0)).reshape(*lead, -1)
+
+
+def push(stack: np.ndarray, obs: np.ndarray, is_first: np.ndarray) -> np.ndarray:
+    """The stacks (B, STACK, H, W, 3) after frames ``obs`` (B, H, W, 3); a first frame fills all."""
+    shifted = np.concatenate([stack[:, 1:], obs[:, None]], 1)
+    return np.where(is_first[:, None, None, None, None], obs[:, None], shifted)
+
+
+class FramePolicy:
+    """A trained :class:`FrameAgent` acting in the real game; the state is its frame stacks."""
+
+    def __init__(self, agent: FrameAgent, generator: torch.Generator, *, greedy: bool = False):
+        self.agent, self.generator, self.greedy = agent, generator, greedy
+        self.device = next(agent.parameters()).device
+
+    def initial(self, batch: int) -> np.ndarray | None:
+        """No frames yet: the first frame fills the stack."""
+        return None
+
+    @torch.no_grad()
+    def act(self, state, obs: np.ndarray, is_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (B, H, W, 3) and episode starts (B,) -> (actions (B,), frame stacks)."""
+        stack = push(np.repeat(obs[:, None], STACK, 1) if state is None else state, obs, is_first)
+        features = self.agent.features(torch.from_numpy(stack).to(self.device))
+        return self.agent.actor_critic.act(
+            features, self.generator, self.greedy
+        ).cpu().numpy(), stack
+
+
+def _eval_game(args: Any) -> str:
+    from wmsim.games import resolve_game
+
+    if args.eval_game is not None:
+        return resolve_game(args.eval_game)
+    match = re.fullmatch(r"(?:wmsim:)?wmsim/(\w+)-dream-v\d+", args.env)
+    if match is None:
+        raise UserError(f"which real game does {args.env!r} play? name it with --eval-game")
+    return resolve_game(match.group(1))
+
+
+def _make_envs(args: Any) -> gymnasium.vector.VectorEnv:
+    kwargs = {"server": args.server} if args.server else {}
+    try:
+        envs = gymnasium.make_vec(args.env, num_envs=args.num_envs, **kwargs)
+    except gymnasium.error.Error as error:
+        raise UserError(f"cannot make {args.env!r}: {error}") from None
+    space = envs.single_observation_space
+    if not (len(space.shape or ()) == 3 and space.shape[-1] == 3 and space.dtype == np.uint8):
+        raise UserError(f"{args.env} observes {space}; the agent reads (H, W, 3) uint8 frames")
+    if not isinstance(envs.single_action_space, gymnasium.spaces.Discrete):
+        raise UserError(f"{args.env} acts in {envs.single_action_space}; the agent needs Discrete")
+    mode = envs.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
+    if mode != gymnasium.vector.AutoresetMode.NEXT_STEP:
+        raise UserError(f"{args.env} resets in mode {mode}; the agent needs NEXT_STEP")
+    return envs
+
+
+def _update(
+    agent: FrameAgent, optimizer, norm: ReturnNorm, rollout: dict[str, np.ndarray], device
+) -> dict[str, float]:
+    """One actor-critic update on a rollout of (B, T) steps and (B, T + 1) frame stacks."""
+    t = {k: torch.from_numpy(v).to(device) for k, v in rollout.items()}
+    ac = agent.actor_critic
+    features = agent.features(t["stacks"])  # (B, T + 1, 512), with gradients into the CNN
+    done = t["done"].float()
+    loss, metrics = ac.loss(
+        features, t["actions"], t["rewards"], 1.0 - t["terminated"].float(), norm,
+        lam=ac.config.lam * (1.0 - done), weight=t["valid"].float(),
+    )  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(agent.parameters(), ac.config.grad_clip)
+    optimizer.step()
+    ac.update_slow()
+    return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(grad_norm)}
+
+
+def _rollout(envs, agent, generator, stack, obs, after_done, horizon, device):
+    """``horizon`` steps of every env: the rollout, and the carried (stack, obs, after_done)."""
+    keys = ("stacks", "actions", "rewards", "terminated", "done", "valid")
+    steps: dict[str, list] = {k: [] for k in keys}
+    for _ in range(horizon):
+        with torch.no_grad():
+            features = agent.features(torch.from_numpy(stack).to(device))
+            actions = agent.actor_critic.act(features, generator).cpu().numpy()
+        steps["stacks"].append(stack)
+        steps["valid"].append(~after_done)  # the step out of a last frame is a reset, not a step
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        steps["actions"].append(actions)
+        steps["rewards"].append(np.asarray(reward, np.float32))
+        steps["terminated"].append(np.asarray(terminated))
+        steps["done"].append(np.asarray(terminated | truncated))
+        stack = push(stack, obs, after_done)
+        after_done = steps["done"][-1]
+    steps["stacks"].append(stack)
+    rollout = {k: np.stack(v, 1) for k, v in steps.items()}
+    return rollout, stack, obs, after_done
+
+
+def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, progress=True):
+    """Train a :class:`FrameAgent` in ``args.env``, then evaluate it on the real game."""
+    config = dataclasses.replace(agent_preset(args.preset), **overrides)
+    config = dataclasses.replace(
+        config, actor_critic=dataclasses.replace(config.actor_critic, form="dreamerv3")
+    )
+    game = _eval_game(args)
+    resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
+                "seed": args.seed, "num_envs": args.num_envs, "agent": to_dict(config)}  # fmt: skip
+    out = args.out
+    has_checkpoint = (out / CHECKPOINT).exists()
+    if has_checkpoint != args.resume:
+        raise UserError(
+            f"{out} already holds a run; pass --resume to continue it, or another --out"
+            if has_checkpoint else f"{out} holds no run to resume; drop --resume to start one"
+        )  # fmt: skip
+    envs = _make_envs(args)
+    torch.manual_seed(args.seed)
+    num_actions = int(envs.single_action_space.n)
+    frame_shape = envs.single_observation_space.shape
+    agent = FrameAgent(config.actor_critic, frame_shape, num_actions).to(device)
+    ac = config.actor_critic
+    trainable = [p for p in agent.parameters() if p.requires_grad]
+    optimizer = OPTIMIZERS[ac.optimizer](trainable, lr=ac.lr, eps=ac.eps)
+    norm, generator = ReturnNorm(ac.return_decay, ac.return_range), torch.Generator(device)
+    generator.manual_seed(args.seed)
+    env_steps, updates = 0, 0
+    if args.resume:
+        saved = load_checkpoint(out, device)
+        if saved.get("config") != resolved:
+            raise UserError(
+                f"{out} holds a run with other settings; resume it with the same command"
+            )
+        agent.load_state_dict(saved["agent"])
+        optimizer.load_state_dict(saved["optimizer"])
+        norm.load_state_dict(saved["return_norm"])
+        generator.set_state(saved["rng_torch"])
+        env_steps, updates = saved["env_steps"], saved["updates"]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", resolved)
+
+    def checkpoint():
+        save_checkpoint(out, {
+            "kind": "env", "config": resolved, "env_steps": env_steps, "updates": updates,
+            "frame_shape": list(frame_shape), "num_actions": num_actions,
+            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "return_norm": norm.state_dict(), "rng_torch": generator.get_state(),
+        })  # fmt: skip
+
+    obs, _ = envs.reset(seed=args.seed + env_steps)
+    stack, after_done = push(np.zeros((len(obs), STACK, *frame_shape), np.uint8), obs,
+                             np.ones(len(obs), bool)), np.zeros(len(obs), bool)  # fmt: skip
+    log, started, start_steps = RunLog(out, env_steps), time.perf_counter(), env_steps
+    bar = tqdm(total=args.env_steps, initial=env_steps, disable=not progress, unit="step")
+    last_eval: dict[str, float] = {}
+    next_checkpoint = env_steps + config.checkpoint_every
+    try:
+        while env_steps < args.env_steps:
+            rollout, stack, obs, after_done = _rollout(
+                envs, agent, generator, stack, obs, after_done, config.horizon, device
+            )
+            metrics = _update(agent, optimizer, norm, rollout, device)
+            env_steps, updates = env_steps + rollout["actions"].size, updates + 1
+            bar.update(rollout["actions"].size)
+            rate = (env_steps - start_steps) / (time.perf_counter() - started)
+            log.log(env_steps, "train", {**metrics, "env_steps_per_s": rate})
+            if env_steps >= next_checkpoint or env_steps >= args.env_steps:
+                checkpoint()
+                next_checkpoint = env_steps + config.checkpoint_every
+        policy = FramePolicy(agent.eval(), generator)
+        result = play_episodes(
+            policy, game, config.eval_episodes, seed=10_000 + env_steps,
+            max_frames=config.eval_max_frames,
+        )  # fmt: skip
+        mean = float(np.mean(result.scores))
+        last_eval = {"score": mean, "score_std": float(np.std(result.scores))}
+        if game in HUMAN_SCORES:
+            last_eval["hns"] = human_normalized_score(game, mean)
+        log.log(env_steps, "eval", last_eval)
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    finally:
+        envs.close()
+        bar.close()
+        log.close()
+    return last_eval
+
+
+def load_env_policy(
+    saved: dict[str, Any], device: torch.device, generator: torch.Generator, *, greedy: bool
+) -> FramePolicy:
+    """The policy of a checkpoint written by :func:`train_in_env`."""
+    config: AgentConfig = from_dict(saved["config"]["agent"])
+    agent = FrameAgent(config.actor_critic, tuple(saved["frame_shape"]), saved["num_actions"])
+    agent.load_state_dict(saved["agent"])
+    return FramePolicy(agent.to(device).eval(), generator, greedy=greedy)
