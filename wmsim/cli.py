@@ -123,6 +123,15 @@ def _data_info(argv: list[str]) -> int:
     return 0
 
 
+def _interrupted(out: Path) -> int:
+    print(
+        f"wmsim: interrupted; checkpoint saved in {out}, "
+        "add --resume to the same command to continue",
+        file=sys.stderr,
+    )
+    return 130
+
+
 def _train(argv: list[str]) -> int:
     import tyro
 
@@ -132,12 +141,7 @@ def _train(argv: list[str]) -> int:
     try:
         metrics = train(args)
     except KeyboardInterrupt:
-        print(
-            f"wmsim: interrupted; checkpoint saved in {args.out}, "
-            "add --resume to the same command to continue",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted(args.out)
     shown = {k: v for k, v in metrics.items() if k.startswith(("frame_mse", "copy_mse"))}
     summary = ", ".join(f"{k} {v:.5f}" for k, v in shown.items())
     print(f"trained {args.out} to step {args.steps}" + (f"; held-out {summary}" if summary else ""))
@@ -196,12 +200,7 @@ def _agent_train(argv: list[str]) -> int:
     try:
         metrics = agent_train(args)
     except KeyboardInterrupt:
-        print(
-            f"wmsim: interrupted; checkpoint saved in {args.out}, "
-            "add --resume to the same command to continue",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted(args.out)
     shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
     print(
         f"trained {args.out} to {args.env_steps} env steps"

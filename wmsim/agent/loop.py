@@ -44,7 +44,13 @@ from wmsim.scores import HUMAN_SCORES, human_normalized_score
 from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.logs import RunLog
-from wmsim.train.loop import check_same_run, make_optimizer, to_torch, world_model_step
+from wmsim.train.loop import (
+    _interrupt,
+    check_same_run,
+    make_optimizer,
+    to_torch,
+    world_model_step,
+)
 from wmsim.train.optim import OPTIMIZERS
 
 REPLAY = "replay"
@@ -289,7 +295,3 @@ def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, 
         bar.close()
         log.close()
     return last_eval
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
