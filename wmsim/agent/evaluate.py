@@ -14,7 +14,6 @@ aggregates records across runs and games.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -165,8 +164,3 @@ def _cores() -> int:
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Write an evaluation record atomically."""
     atomic_write_json(Path(path), record)
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """Read an evaluation record written by :func:`write_record`."""
-    return json.loads(Path(path).read_text())
