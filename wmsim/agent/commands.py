@@ -113,13 +113,11 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
         from wmsim.agent.config import AgentConfig
         from wmsim.agent.imagination import RealPolicy
         from wmsim.configs import from_dict
-        from wmsim.model import make_world_model
+        from wmsim.train.loop import world_model_of
 
-        config = saved["config"]
         num_actions = len(saved["action_meanings"])
-        model = make_world_model(from_dict(config["train"]).model, num_actions).to(device)
-        model.load_state_dict(saved["model"])
-        agent_config: AgentConfig = from_dict(config["agent"])
+        model = world_model_of(saved, device)
+        agent_config: AgentConfig = from_dict(saved["config"]["agent"])
         agent = ActorCritic(agent_config.actor_critic, model.feature_size, num_actions).to(device)
         agent.load_state_dict(saved["agent"])
         return RealPolicy(model.eval(), agent.eval(), generator, greedy=greedy), saved

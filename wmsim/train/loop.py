@@ -301,7 +301,12 @@ def _interrupt(signum, frame) -> None:
 def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A trained model in eval mode and its checkpoint (config, action meanings, ...)."""
     saved = load_checkpoint(run, device)
+    return world_model_of(saved, device), saved
+
+
+def world_model_of(saved: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The world model in a checkpoint of ``wmsim train`` or ``wmsim agent train``, in eval mode."""
     config: TrainConfig = from_dict(saved["config"]["train"])
     model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
     model.load_state_dict(saved["model"])
-    return model.eval(), saved
+    return model.eval()
