@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +14,9 @@ from serving import served
 
 from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
 from wmsim.agent.envs import STACK, push
+from wmsim.errors import UserError
 from wmsim.train.checkpoint import load_checkpoint
+from wmsim.train.logs import read_metrics
 
 ID = "wmsim/Breakout-dream-v0"
 SMALL = {
@@ -34,8 +41,12 @@ def test_frame_stacks_restart_at_episode_starts():
 @pytest.mark.slow
 def test_trains_in_a_dream_env_and_evaluates_on_the_real_game(tmp_path):
     out = tmp_path / "run"
-    last = agent_train(AgentTrainArgs(out=out, env=ID, env_steps=32, **SMALL), progress=False)
+    last = agent_train(
+        AgentTrainArgs(out=out, env=ID, env_steps=32, eval_every=16, **SMALL), progress=False
+    )
     assert np.isfinite(last["score"]) and "hns" in last
+    evals = read_metrics(out, "eval")  # one on the way and the final one
+    assert [e["step"] for e in evals] == [16, 32] and evals[-1]["score"] == last["score"]
     saved = load_checkpoint(out)
     assert saved["kind"] == "env" and saved["env_steps"] == 32 and saved["updates"] == 2
     assert saved["config"]["agent"]["actor_critic"]["form"] == "dreamerv3"
@@ -43,8 +54,31 @@ def test_trains_in_a_dream_env_and_evaluates_on_the_real_game(tmp_path):
         EvalArgs(agent=out, episodes=1, max_frames=1_000, video=tmp_path / "v.gif"), progress=False
     )
     assert record["game"] == "Breakout" and record["env_steps"] == 32
+    # the evaluation schedule may change on resume, the training settings may not
     agent_train(AgentTrainArgs(out=out, env=ID, env_steps=48, resume=True, **SMALL), progress=False)
     assert load_checkpoint(out)["updates"] == 3
+    with pytest.raises(UserError, match="horizon: 8 there, 4 asked"):
+        agent_train(
+            AgentTrainArgs(out=out, env=ID, env_steps=64, resume=True, **{**SMALL, "horizon": 4}),
+            progress=False,
+        )
+
+
+@pytest.mark.slow
+def test_a_scheduler_stop_saves_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "wmsim", "agent", "train", "--env", ID, "--out", str(run),
+               "--env-steps", "100000", "--preset", "tiny", "--num-envs", "2", "--horizon", "8",
+               "--checkpoint-every", "100000", "--eval-every", "0", "--device", "cpu"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not read_metrics(run, "train") and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the first update is logged
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "checkpoint saved" in err.strip().splitlines()[-1]
+    assert load_checkpoint(run)["env_steps"] >= read_metrics(run, "train")[-1]["step"]
 
 
 @pytest.mark.slow
@@ -65,8 +99,6 @@ def test_remote_training_equals_in_process_training(tmp_path):
 
 
 def test_refuses_envs_it_cannot_play(tmp_path):
-    from wmsim.errors import UserError
-
     with pytest.raises(UserError, match="uint8 frames"):
         agent_train(
             AgentTrainArgs(out=tmp_path / "r", env="CartPole-v1", eval_game="Breakout", **SMALL)

@@ -74,6 +74,7 @@ def test_a_perfect_dream_scores_zero_error_and_full_accuracy():
     assert metrics["copy_mse_h1"] > 0.1  # random frames: copying is far off
     assert metrics["reward_accuracy"] == metrics["continue_accuracy"] == 1.0
     assert metrics["reward_recall"] == 1.0 and metrics["reward_events"] > 0
+    assert metrics["end_recall"] == 1.0 and metrics["end_events"] == 1
 
 
 def test_copying_the_last_frame_scores_the_copy_baseline():
@@ -81,3 +82,17 @@ def test_copying_the_last_frame_scores_the_copy_baseline():
     metrics = evaluate(Oracle(w, 8, copy=True), w, context=8)
     for h in (1, 8, 16):
         assert metrics[f"frame_mse_h{h}"] == pytest.approx(metrics[f"copy_mse_h{h}"])
+
+
+class AlwaysContinues(Oracle):
+    def step(self, state, action):
+        state, reward, cont, frames = super().step(state, action)
+        return state, reward, torch.ones_like(cont), frames
+
+
+def test_a_model_that_never_ends_is_accurate_but_recalls_no_end():
+    w = windows()
+    w["life_loss"][1, 12] = w["life_loss"][2, 20] = True
+    metrics = evaluate(AlwaysContinues(w, 8), w, context=8, life_loss_ends=True)
+    assert metrics["continue_accuracy"] == pytest.approx(1 - 3 / (4 * 16))
+    assert metrics["end_events"] == 3 and metrics["end_recall"] == 0.0

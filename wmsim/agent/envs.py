@@ -27,13 +27,13 @@ from tqdm import tqdm
 
 from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import play_episodes
+from wmsim.agent.evaluate import evaluate_policy
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
 from wmsim.files import atomic_write_json
-from wmsim.scores import HUMAN_SCORES, human_normalized_score
 from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from wmsim.train.logs import RunLog
+from wmsim.train.loop import check_same_run, sigterm_interrupts
 from wmsim.train.optim import OPTIMIZERS
 
 STACK = 4
@@ -195,10 +195,9 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     env_steps, updates = 0, 0
     if args.resume:
         saved = load_checkpoint(out, device)
-        if saved.get("config") != resolved:
-            raise UserError(
-                f"{out} holds a run with other settings; resume it with the same command"
-            )
+        if saved.get("kind") != "env":
+            raise UserError(f"{out} holds a run of another kind; train into another --out")
+        check_same_run(out, saved["config"], resolved, tuple(resolved))
         agent.load_state_dict(saved["agent"])
         optimizer.load_state_dict(saved["optimizer"])
         norm.load_state_dict(saved["return_norm"])
@@ -223,6 +222,19 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     bar = tqdm(total=args.env_steps, initial=env_steps, disable=not progress, unit="step")
     last_eval: dict[str, float] = {}
     next_checkpoint = env_steps + config.checkpoint_every
+    next_eval = env_steps + config.eval_every if config.eval_every else None
+
+    def evaluate():
+        # periodic evaluations play the preset's episodes; `wmsim eval` plays the final one
+        result = evaluate_policy(
+            FramePolicy(agent.eval(), generator), game, config.eval_episodes,
+            seed=10_000 + env_steps, max_frames=config.eval_max_frames,
+        )  # fmt: skip
+        agent.train()
+        log.log(env_steps, "eval", result)
+        return result
+
+    restore_sigterm = sigterm_interrupts()
     try:
         while env_steps < args.env_steps:
             rollout, stack, obs, after_done = _rollout(
@@ -233,23 +245,18 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
             bar.update(rollout["actions"].size)
             rate = (env_steps - start_steps) / (time.perf_counter() - started)
             log.log(env_steps, "train", {**metrics, "env_steps_per_s": rate})
+            if next_eval is not None and next_eval <= env_steps < args.env_steps:
+                last_eval = evaluate()
+                next_eval = env_steps + config.eval_every
             if env_steps >= next_checkpoint or env_steps >= args.env_steps:
                 checkpoint()
                 next_checkpoint = env_steps + config.checkpoint_every
-        policy = FramePolicy(agent.eval(), generator)
-        result = play_episodes(
-            policy, game, config.eval_episodes, seed=10_000 + env_steps,
-            max_frames=config.eval_max_frames,
-        )  # fmt: skip
-        mean = float(np.mean(result.scores))
-        last_eval = {"score": mean, "score_std": float(np.std(result.scores))}
-        if game in HUMAN_SCORES:
-            last_eval["hns"] = human_normalized_score(game, mean)
-        log.log(env_steps, "eval", last_eval)
+        last_eval = evaluate()
     except KeyboardInterrupt:
         checkpoint()
         raise
     finally:
+        restore_sigterm()
         envs.close()
         bar.close()
         log.close()

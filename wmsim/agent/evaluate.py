@@ -121,6 +121,19 @@ def play_episodes(
     return Episodes(scores.tolist(), lengths.tolist(), recorded, time.perf_counter() - started)
 
 
+def evaluate_policy(
+    policy: Policy, game: str, episodes: int, *, seed: int, max_frames: int
+) -> dict[str, float]:
+    """Mean score (with its spread, the mean length and the HNS) of ``episodes`` real episodes."""
+    result = play_episodes(policy, game, episodes, seed=seed, max_frames=max_frames)
+    mean = float(np.mean(result.scores))
+    out = {"score": mean, "score_std": float(np.std(result.scores))}
+    out["length"] = float(np.mean(result.lengths))
+    if game in HUMAN_SCORES:
+        out["hns"] = human_normalized_score(game, mean)
+    return out
+
+
 def eval_record(
     game: str,
     result: Episodes,

@@ -17,8 +17,6 @@ in the replay.
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from tqdm import tqdm
 
 from wmsim.agent.actor_critic import ActorCritic, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import play_episodes
+from wmsim.agent.evaluate import evaluate_policy
 from wmsim.agent.imagination import RealPolicy, imagine
 from wmsim.collect.atari import AtariConfig, AtariEnv
 from wmsim.collect.rollout import step_flags, stream_seed
@@ -40,14 +38,13 @@ from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.format import make_manifest
 from wmsim.replay.writer import ReplayLock, ReplayWriter
-from wmsim.scores import HUMAN_SCORES, human_normalized_score
 from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.logs import RunLog
 from wmsim.train.loop import (
-    _interrupt,
     check_same_run,
     make_optimizer,
+    sigterm_interrupts,
     to_torch,
     world_model_step,
 )
@@ -171,17 +168,10 @@ class AgentRun:
 
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Mean score (and HNS) of ``episodes`` real episodes with the current policy."""
-        game, c = self.resolved["game"], self.config
-        result = play_episodes(
-            self.policy(), game, episodes, seed=10_000 + self.env_steps,
-            max_frames=c.eval_max_frames,
+        return evaluate_policy(
+            self.policy(), self.resolved["game"], episodes, seed=10_000 + self.env_steps,
+            max_frames=self.config.eval_max_frames,
         )  # fmt: skip
-        mean = float(np.mean(result.scores))
-        out = {"score": mean, "score_std": float(np.std(result.scores))}
-        out["length"] = float(np.mean(result.lengths))
-        if game in HUMAN_SCORES:
-            out["hns"] = human_normalized_score(game, mean)
-        return out
 
 
 def train_agent(
@@ -233,9 +223,7 @@ def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, 
     reward, life_loss, is_first, is_last, is_terminal = 0.0, False, True, False, False
     episode_return, returns, metrics, last_eval = 0.0, [], {}, {}
     started, steps_at_start = time.perf_counter(), run.env_steps
-    stop_on_sigterm = threading.current_thread() is threading.main_thread()
-    if stop_on_sigterm:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+    restore_sigterm = sigterm_interrupts()
     try:
         while run.env_steps < env_steps:
             if is_last:
@@ -289,8 +277,7 @@ def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, 
         save_checkpoint(out, run.state())
         raise
     finally:
-        if stop_on_sigterm:
-            signal.signal(signal.SIGTERM, previous)
+        restore_sigterm()
         writer.close()
         bar.close()
         log.close()

@@ -11,7 +11,10 @@ the real actions alone. Reported beside each other:
 - reward accuracy (|predicted - real| < 0.5) and reward-event recall (the
   share of real non-zero rewards predicted with the right sign and size),
   against the reward's sign for models that predict clipped rewards (REM);
-- continue accuracy (continue probability > 0.5 matches the real continuation).
+- continue accuracy (continue probability > 0.5 matches the real continuation)
+  and end recall (the share of real ends, lost lives included where the model
+  counts them, that the dream ends at). Ends are rare, so accuracy alone
+  cannot tell a model that learned them from one that always continues.
 
 Dreams use the most likely latent at every step, so evaluation is deterministic.
 """
@@ -115,4 +118,7 @@ def evaluate(
     if life_loss_ends:
         ends = ends | windows["life_loss"][:, context:]
     metrics["continue_accuracy"] = float(((dream["cont"] > 0.5) == ~ends).float().mean())
+    metrics["end_events"] = int(ends.sum())
+    caught = dream["cont"][ends] <= 0.5
+    metrics["end_recall"] = float(caught.float().mean()) if ends.any() else float("nan")
     return metrics

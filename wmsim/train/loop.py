@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,9 +268,7 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
     log, c = RunLog(out, trainer.step), trainer.config
     bar = tqdm(total=args.steps, initial=trainer.step, disable=not progress, unit="step")
     last_eval: dict[str, float] = {}
-    stop_on_sigterm = threading.current_thread() is threading.main_thread()
-    if stop_on_sigterm:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+    restore_sigterm = sigterm_interrupts()
     try:
         while trainer.step < args.steps:
             metrics = trainer.train_step()
@@ -287,11 +286,21 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
         save_checkpoint(out, trainer.state())
         raise
     finally:
-        if stop_on_sigterm:
-            signal.signal(signal.SIGTERM, previous)
+        restore_sigterm()
         bar.close()
         log.close()
     return last_eval
+
+
+def sigterm_interrupts() -> Callable[[], None]:
+    """Make SIGTERM (a scheduler's stop) raise KeyboardInterrupt as Ctrl-C does; returns the undo.
+
+    Signal handlers belong to the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame) -> None:
