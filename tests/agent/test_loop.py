@@ -6,13 +6,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
 from wmsim.agent.results import ResultsArgs, results
 from wmsim.cli import main
+from wmsim.errors import UserError
 from wmsim.replay import Replay
 from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.logs import read_metrics
+from wmsim.train.loop import TrainArgs, train
 
 TINY = {
     "preset": "tiny", "warmup_steps": 48, "train_every": 16, "imagine_batch": 4,
@@ -61,6 +64,52 @@ def test_resume_continues_in_a_new_stream_and_refuses_other_settings(run, tmp_pa
     saved = load_checkpoint(copy)
     assert saved["env_steps"] == 96 and saved["updates"] == 4
     assert len({c.stream for c in Replay(copy / "replay").chunks}) == 2
+
+
+@pytest.fixture(scope="module")
+def world_model_run(breakout_replay, tmp_path_factory):
+    """A world model trained by `wmsim train` (tiny-gru, not the agent preset's own)."""
+    out = tmp_path_factory.mktemp("wm") / "run"
+    train(TrainArgs(data=breakout_replay, out=out, steps=2, preset="tiny-gru", batch=2, length=8,
+                    eval_every=2, checkpoint_every=2), progress=False)  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_the_loop_starts_from_a_trained_world_model(world_model_run, tmp_path):
+    out = tmp_path / "run"
+    start = {**TINY, "warmup_steps": 32, "checkpoint_every": 16}
+    agent_train(AgentTrainArgs(out=out, game="Breakout", env_steps=16,
+                               world_model=world_model_run, **start), progress=False)  # fmt: skip
+    source, saved = load_checkpoint(world_model_run), load_checkpoint(out)
+    assert saved["updates"] == 0  # still warming up: the model is the run's, as it was
+    for name, value in source["model"].items():
+        torch.testing.assert_close(saved["model"][name], value, rtol=0, atol=0, msg=name)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"] == source["config"]["train"]  # tiny-gru's, not the tiny preset's
+    assert config["world_model_from"] == {"run": str(world_model_run)}
+    agent_train(  # and trains on from there
+        AgentTrainArgs(out=out, game="Breakout", env_steps=48, world_model=world_model_run,
+                       resume=True, **start), progress=False,
+    )  # fmt: skip
+    assert load_checkpoint(out)["updates"] == 2
+    with pytest.raises(UserError, match="run: '.*' there, None asked"):
+        agent_train(AgentTrainArgs(out=out, game="Breakout", env_steps=64, resume=True, **start))
+
+
+def test_a_world_model_of_another_game_or_kind_is_refused(
+    world_model_run, breakout_replay, tmp_path
+):
+    with pytest.raises(UserError, match="models Breakout, not Pong"):
+        agent_train(AgentTrainArgs(out=tmp_path / "a", game="Pong", world_model=world_model_run))
+    rssm = tmp_path / "rssm"
+    train(TrainArgs(data=breakout_replay, out=rssm, steps=1, preset="tiny-dreamerv2", batch=2,
+                    length=8, eval_every=1, checkpoint_every=1), progress=False)  # fmt: skip
+    with pytest.raises(UserError, match="latent-per-frame"):
+        agent_train(AgentTrainArgs(out=tmp_path / "b", game="Breakout", world_model=rssm))
+    with pytest.raises(UserError, match="--world-model goes with --game"):
+        agent_train(AgentTrainArgs(out=tmp_path / "c", env="wmsim/Breakout-dream-v0",
+                                   world_model=world_model_run))  # fmt: skip
 
 
 @pytest.mark.slow

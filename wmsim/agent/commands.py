@@ -32,6 +32,9 @@ class AgentTrainArgs:
     """Agent preset: storm, drama, s5, or tiny, tiny-drama, tiny-s5, tiny-gru (a CPU hour)."""
     resume: bool = False
     """Continue the run in --out from its checkpoint."""
+    world_model: Path | None = None
+    """With --game: start from the world model of this run (`wmsim train --out`, or an agent
+    run): its config, weights and optimizer state, in place of the preset's untrained one."""
     seed: int = 0
     """Seeds the world model, the agent, the sampling and the game."""
     device: str = "auto"
@@ -85,13 +88,17 @@ def agent_train(args: AgentTrainArgs, *, progress: bool = True) -> dict[str, flo
     if args.env is not None:
         from wmsim.agent.envs import train_in_env
 
+        if args.world_model is not None:
+            raise UserError("--world-model goes with --game; with --env the env is the model")
         return train_in_env(args, overrides, device, progress=progress)
     if args.server is not None:
         raise UserError("--server goes with --env; the full loop trains its own world model")
     from wmsim.agent.loop import resolve_agent, train_agent
     from wmsim.games import resolve_game
 
-    resolved = resolve_agent(resolve_game(args.game), args.preset, args.seed, overrides)
+    resolved = resolve_agent(
+        resolve_game(args.game), args.preset, args.seed, overrides, world_model=args.world_model
+    )
     return train_agent(
         out, resolved, args.env_steps, resume=args.resume, device=device, progress=progress
     )

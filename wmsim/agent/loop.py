@@ -34,7 +34,7 @@ from wmsim.collect.rollout import step_flags, stream_seed
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
 from wmsim.files import atomic_write_json
-from wmsim.model import make_world_model
+from wmsim.model import LatentWorldModelConfig, make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.format import make_manifest
 from wmsim.replay.writer import ReplayLock, ReplayWriter
@@ -54,20 +54,47 @@ REPLAY = "replay"
 
 
 def resolve_agent(
-    game: str, preset_name: str, seed: int, overrides: dict[str, Any]
+    game: str,
+    preset_name: str,
+    seed: int,
+    overrides: dict[str, Any],
+    *,
+    world_model: Path | None = None,
 ) -> dict[str, Any]:
-    """The run's full config: the agent preset, its world model's preset, the overrides."""
+    """The run's full config: the agent preset, its world model's preset, the overrides.
+
+    With ``world_model`` (a run directory) the world model is that run's, as it was
+    trained: its config here, its weights when the loop starts (:func:`train_agent`).
+
+    Raises:
+        UserError: bad settings, or a world-model run of another game or kind.
+    """
     agent = dataclasses.replace(agent_preset(preset_name), **overrides)
     if min(agent.train_every, agent.imagine_batch, agent.context, agent.horizon) < 1:
         raise UserError("--train-every, --imagine-batch, --context and --horizon must be positive")
-    world_model = preset(agent.world_model)
+    train, start = to_dict(preset(agent.world_model)), None
+    if world_model is not None:
+        saved = load_checkpoint(world_model)
+        if saved["config"].get("game") != game:
+            raise UserError(
+                f"{world_model} models {saved['config'].get('game')}, not {game}; "
+                "pass a world model of the same game"
+            )
+        train = saved["config"]["train"]
+        if not isinstance(from_dict(train).model, LatentWorldModelConfig):
+            raise UserError(
+                f"{world_model} holds a {saved['config'].get('preset')} world model; the reference "
+                "agent trains on the latent-per-frame ones (storm, drama, s5 and their tiny forms)"
+            )
+        start = {"run": str(world_model)}  # not its step: that run may train on meanwhile
     return {
         "kind": "world-model",
         "preset": preset_name,
         "game": game,
         "seed": seed,
         "agent": to_dict(agent),
-        "train": to_dict(world_model),
+        "train": train,
+        "world_model_from": start,
     }
 
 
@@ -110,6 +137,11 @@ class AgentRun:
             "rng_numpy": self.rng.bit_generator.state, "rng_torch": self.generator.get_state(),
             "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
         }  # fmt: skip
+
+    def start_from(self, saved: dict[str, Any]) -> None:
+        """Take the world model (weights and optimizer) of another run's checkpoint."""
+        self.model.load_state_dict(saved["model"])
+        self.model_optimizer.load_state_dict(saved.get("model_optimizer", saved.get("optimizer")))
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue from a checkpoint's state."""
@@ -202,9 +234,12 @@ def train_agent(
         saved = load_checkpoint(out, device)
         if saved.get("kind") != "world-model":
             raise UserError(f"{out} holds a run of another kind; train into another --out")
-        check_same_run(out, saved["config"], resolved, ("preset", "game", "seed", "train", "agent"))
+        keys = ("preset", "game", "seed", "train", "agent", "world_model_from")
+        check_same_run(out, saved["config"], resolved, keys)
         run.restore(saved)
     else:
+        if resolved.get("world_model_from"):
+            run.start_from(load_checkpoint(Path(resolved["world_model_from"]["run"]), device))
         atomic_write_json(out / "config.json", resolved)
     with run.lock:
         return _play_and_train(run, env_steps, progress)
