@@ -1,5 +1,10 @@
-"""Draw the README's pictures from the real emulator: ``python docs/figures.py``."""
+"""Draw the README's pictures from the real emulator: ``python docs/figures.py [RUN]``.
 
+With RUN (a ``wmsim train`` or ``wmsim agent train`` directory of a Breakout
+model) it also draws what that model's latents keep of real frames.
+"""
+
+import sys
 from pathlib import Path
 
 import cv2
@@ -8,8 +13,8 @@ import numpy as np
 from wmsim.collect.atari import AtariEnv
 
 
-def preprocessing(path: Path, steps: int = 6, seed: int = 4) -> None:
-    """Top: full 210x160 frames; bottom: the 64x64 frames wmsim stores, scaled up."""
+def ball_in_play(steps: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``steps`` full 210x160 frames with the ball in the open field, and their 64x64 forms."""
     env = AtariEnv(render_mode="rgb_array")
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
@@ -20,14 +25,51 @@ def preprocessing(path: Path, steps: int = 6, seed: int = 4) -> None:
     for _ in range(steps):
         obs, *_ = env.step(int(rng.integers(4)))
         full.append(env.render())
-        small.append(cv2.resize(obs, (160, 160), interpolation=cv2.INTER_NEAREST))
-    gap = np.full((210, 4, 3), 255, np.uint8)
-    top = np.concatenate(sum(([f, gap] for f in full), [])[:-1], axis=1)
-    pad = np.full((160, 4, 3), 255, np.uint8)
-    bottom = np.concatenate(sum(([s, pad] for s in small), [])[:-1], axis=1)
-    picture = np.concatenate([top, np.full((4, top.shape[1], 3), 255, np.uint8), bottom])
-    cv2.imwrite(str(path), picture[..., ::-1])
+        small.append(obs)
+    return full, small
+
+
+def row(frames: list[np.ndarray], size: int) -> np.ndarray:
+    """Frames scaled to ``size`` pixels high, side by side with white gaps."""
+    nearest = cv2.INTER_NEAREST
+    scaled = [cv2.resize(f, (f.shape[1] * size // f.shape[0], size), interpolation=nearest)
+              for f in frames]  # fmt: skip
+    gap = np.full((size, 4, 3), 255, np.uint8)
+    return np.concatenate(sum(([f, gap] for f in scaled), [])[:-1], axis=1)
+
+
+def stack(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows one above the other with white gaps."""
+    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate(sum(([r, gap] for r in rows), [])[:-1])
+
+
+def preprocessing(path: Path, steps: int = 6, seed: int = 4) -> None:
+    """Top: full 210x160 frames; bottom: the 64x64 frames wmsim stores, scaled up."""
+    full, small = ball_in_play(steps, seed)
+    cv2.imwrite(str(path), stack([row(full, 210), row(small, 160)])[..., ::-1])
+
+
+def reconstruction(run: Path, path: Path, steps: int = 6, seed: int = 4) -> None:
+    """Top: 64x64 frames with the ball in play; bottom: what ``run``'s model decodes.
+
+    Each frame is decoded from its most likely latent; all are scaled up.
+    """
+    import torch
+
+    from wmsim.train.checkpoint import load_checkpoint
+    from wmsim.train.loop import world_model_of
+
+    model = world_model_of(load_checkpoint(run), torch.device("cpu"))
+    _, small = ball_in_play(steps, seed)
+    with torch.no_grad():
+        post = model.encode(torch.from_numpy(np.stack(small))[None])
+        latent = torch.nn.functional.one_hot(post.argmax(-1), post.shape[-1]).flatten(-2)
+        decoded = (model.decode(latent.float())[0].numpy() * 255).round().astype(np.uint8)
+    cv2.imwrite(str(path), stack([row(small, 160), row(list(decoded), 160)])[..., ::-1])
 
 
 if __name__ == "__main__":
     preprocessing(Path(__file__).parent / "breakout-preprocessing.png")
+    if len(sys.argv) > 1:
+        reconstruction(Path(sys.argv[1]), Path(__file__).parent / "breakout-reconstruction.png")

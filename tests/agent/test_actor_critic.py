@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig, ReturnNorm, lambda_return
+from wmsim.agent.actor_critic import (
+    ActorCritic,
+    ActorCriticConfig,
+    ReturnNorm,
+    RunningNorm,
+    lambda_return,
+)
+from wmsim.agent.config import AGENT_PRESETS
 from wmsim.model.distributions import TwoHot
 
 REWARD = torch.tensor([[1.0, 2.0]])
@@ -137,3 +145,41 @@ def test_unimix_keeps_every_action_possible():
     probs = agent.log_policy(torch.zeros(1, 3)).exp()[0]
     assert probs[1:].tolist() == pytest.approx([0.0025] * 3, rel=1e-3)
     assert agent.act(torch.zeros(2, 3), None, greedy=True).tolist() == [0, 0]
+
+
+def test_running_norm_merges_batches_exactly_and_clips():
+    norm = RunningNorm(3)
+    torch.manual_seed(0)
+    batches = [torch.randn(5, 7, 3) * 4 + 2, torch.randn(11, 3) - 1]
+    for batch in batches:
+        norm.update(batch)
+    seen = torch.cat([b.reshape(-1, 3) for b in batches]).double()
+    # Stable-Baselines3's prior: count 1e-4 of mean 0, variance 1
+    n, prior = len(seen), 1e-4
+    mean = seen.mean(0) * n / (n + prior)
+    var = seen.var(0, unbiased=False) * n + prior + seen.mean(0).square() * prior * n / (n + prior)
+    var = var / (n + prior)
+    torch.testing.assert_close(norm.mean.double(), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norm.var.double(), var, rtol=1e-5, atol=1e-6)
+    assert float(norm.count) == pytest.approx(n + prior)
+    x = torch.tensor([[1e6, -1e6, 0.0]])
+    expected = ((x - norm.mean) / torch.sqrt(norm.var + 1e-8)).clamp(-10, 10)
+    torch.testing.assert_close(norm(x), expected)
+    assert norm(x)[0, :2].tolist() == [10.0, -10.0]
+
+
+def test_dramas_actor_reads_normalized_features_and_keeps_the_statistics():
+    config = dataclasses.replace(AGENT_PRESETS["drama"].actor_critic, actor_width=8, critic_width=8)
+    agent = ActorCritic(config, 4, 3)
+    assert not ActorCritic(AGENT_PRESETS["storm"].actor_critic, 4, 3).state_dict().keys() & {
+        "actor_norm.mean"
+    }  # only where the preset asks for it
+    features = torch.randn(2, 5, 4) * 100 + 50  # far from normalized
+    agent.loss(features, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4),
+               torch.ones(2, 4), ReturnNorm())  # fmt: skip
+    assert float(agent.actor_norm.count) == pytest.approx(8 + 1e-4)  # the 2 x 4 acting states
+    by_hand = torch.log_softmax(agent.actor(agent.actor_norm(features[:, 0])), -1)
+    torch.testing.assert_close(agent.log_policy(features[:, 0]), by_hand)
+    restored = ActorCritic(config, 4, 3)
+    restored.load_state_dict(agent.state_dict())
+    torch.testing.assert_close(restored.actor_norm.mean, agent.actor_norm.mean)

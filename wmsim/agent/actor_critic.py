@@ -52,6 +52,9 @@ class ActorCriticConfig:
     """Weight of the policy's entropy bonus."""
     actor_unimix: float = 0.0
     """Uniform mixture on the policy (DreamerV3 0.01; STORM, DRAMA none)."""
+    actor_input_norm: bool = False
+    """Normalize the actor's inputs by their running mean and std, clipped at 10 (DRAMA's
+    VecNormalize); the statistics follow the imagined features it trains on."""
     actor_width: int = 512
     """Hidden width of the actor."""
     actor_layers: int = 2
@@ -164,6 +167,43 @@ class ReturnNorm:
         self.low, self.high = float(state["low"]), float(state["high"])
 
 
+class RunningNorm(nn.Module):
+    """Running mean and variance of inputs (..., size), which it normalizes and clips.
+
+    As Stable-Baselines3's VecNormalize, which DRAMA's actor uses: the count
+    starts at 1e-4 with mean 0 and variance 1, batches are merged exactly
+    (Chan et al.), and x -> clip((x - mean) / sqrt(var + 1e-8), -clip, clip).
+    """
+
+    def __init__(self, size: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Merge the batch x (..., size) into the statistics."""
+        x = x.reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        total = float(self.count) + n
+        delta = batch_mean - self.mean
+        m2 = (
+            self.var * float(self.count)
+            + batch_var * n
+            + delta.square() * float(self.count) * n / total
+        )
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.fill_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x normalized by the statistics so far, and clipped."""
+        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+
+
 class ActorCritic(nn.Module):
     """Actor, critic and slow critic over features of size ``features``.
 
@@ -179,6 +219,7 @@ class ActorCritic(nn.Module):
         if c.form not in FORMS or c.act_on not in ("prior", "posterior"):
             raise ValueError(f"form must be one of {FORMS}, act_on prior or posterior")
         self.config, self.num_actions = config, num_actions
+        self.actor_norm = RunningNorm(features) if c.actor_input_norm else None
         self.actor = mlp(features, num_actions, c.actor_width, c.actor_layers, c.norm, c.activation)
         self.critic = mlp(features, c.bins, c.critic_width, c.critic_layers, c.norm, c.activation)
         # outputs start small: a near-uniform policy and a value of exactly 0 (DreamerV3)
@@ -191,6 +232,8 @@ class ActorCritic(nn.Module):
 
     def log_policy(self, features: Tensor) -> Tensor:
         """Log-probabilities (..., A) of the actions, with the configured unimix."""
+        if self.actor_norm is not None:
+            features = self.actor_norm(features)
         probs = torch.softmax(self.actor(features), -1)
         mix = self.config.actor_unimix
         return torch.log((1 - mix) * probs + mix / self.num_actions)
@@ -250,6 +293,8 @@ class ActorCritic(nn.Module):
         critic_loss = critic_loss + c.slow_reg * self.two_hot.loss(logits[:, :-1], slow_target)
         scale = norm.update(returns)
         advantage = (returns - value[:, :-1]) / scale
+        if self.actor_norm is not None:
+            self.actor_norm.update(features[:, :-1].detach())
         log_probs = self.log_policy(features[:, :-1])  # (B, H, A)
         taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)

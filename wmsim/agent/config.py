@@ -56,6 +56,7 @@ STORM_AC = ActorCriticConfig()
 DRAMA_AC = ActorCriticConfig(
     actor_width=256, actor_layers=3, critic_width=512, critic_layers=3, norm="rms",
     activation="silu", optimizer="laprop", lr=4e-5, eps=1e-20, warmup=1000,
+    actor_input_norm=True,
 )  # fmt: skip
 DREAMERV3_AC = ActorCriticConfig(
     form="dreamerv3", act_on="posterior", gamma=1 - 1 / 333, actor_unimix=0.01,
