@@ -188,13 +188,10 @@ class RunningNorm(nn.Module):
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
-        total = float(self.count) + n
+        count = float(self.count)
+        total = count + n
         delta = batch_mean - self.mean
-        m2 = (
-            self.var * float(self.count)
-            + batch_var * n
-            + delta.square() * float(self.count) * n / total
-        )
+        m2 = self.var * count + batch_var * n + delta.square() * count * n / total
         self.mean += delta * n / total
         self.var.copy_(m2 / total)
         self.count.fill_(total)

@@ -125,7 +125,11 @@ def evaluate_policy(
     policy: Policy, game: str, episodes: int, *, seed: int, max_frames: int
 ) -> dict[str, float]:
     """Mean score (with its spread, the mean length and the HNS) of ``episodes`` real episodes."""
-    result = play_episodes(policy, game, episodes, seed=seed, max_frames=max_frames)
+    return summarize(game, play_episodes(policy, game, episodes, seed=seed, max_frames=max_frames))
+
+
+def summarize(game: str, result: Episodes) -> dict[str, float]:
+    """Mean score, its spread, the mean length and (for games with human scores) the HNS."""
     mean = float(np.mean(result.scores))
     out = {"score": mean, "score_std": float(np.std(result.scores))}
     out["length"] = float(np.mean(result.lengths))
@@ -146,7 +150,7 @@ def eval_record(
     greedy: bool = False,
 ) -> dict[str, Any]:
     """The JSON record of an evaluation (see the module docstring)."""
-    mean = float(np.mean(result.scores))
+    summary = summarize(game, result)
     return {
         "format": 1,
         "kind": "wmsim-eval",
@@ -158,9 +162,9 @@ def eval_record(
         "episodes": len(result.scores),
         "scores": result.scores,
         "lengths": result.lengths,
-        "mean": mean,
-        "std": float(np.std(result.scores)),
-        "hns": human_normalized_score(game, mean) if game in HUMAN_SCORES else None,
+        "mean": summary["score"],
+        "std": summary["score_std"],
+        "hns": summary.get("hns"),
         "seed": seed,
         "protocol": dataclasses.asdict(protocol(game, max_frames)),
         "seconds": result.seconds,
