@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from wmsim.collect.atari import AtariConfig, AtariEnv, checked, downsample
+from wmsim.collect.atari import AtariConfig, AtariEnv, block_max, checked, downsample
 from wmsim.errors import UserError
 
 
@@ -204,3 +204,32 @@ def test_bad_settings_are_named(config, message):
 
 def test_game_names_are_made_canonical():
     assert checked(AtariConfig(game="ms_pacman")).game == "MsPacman"
+
+
+def test_block_max_keeps_a_ball_at_full_colour_and_sees_every_pixel_once():
+    ball = lambda frame: block_max(frame, 64)  # noqa: E731
+    assert weakest_trace(ball, 4, 2) == 255  # at every offset the ball keeps its brightest value
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (210, 160, 3), dtype=np.uint8)
+    rows = (np.arange(65) * 210) // 64
+    columns = (np.arange(65) * 160) // 64
+    expected = np.stack([
+        np.stack([frame[rows[i] : rows[i + 1], columns[j] : columns[j + 1]].max((0, 1))
+                  for j in range(64)])
+        for i in range(64)
+    ])  # fmt: skip
+    assert (block_max(frame, 64) == expected).all()
+    with pytest.raises(ValueError, match="enlarge"):
+        block_max(frame, 200)
+
+
+def test_the_env_resizes_by_block_max_when_asked():
+    env = AtariEnv(AtariConfig(resize="max"), render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    for action in random_actions(env, 50):
+        obs, *_ = env.step(action)
+        assert (obs == block_max(env.render(), 64)).all()
+    with pytest.raises(UserError, match="resize"):
+        checked(AtariConfig(resize="nearest"))
+    with pytest.raises(UserError, match="160"):
+        checked(AtariConfig(resize="max", size=200))

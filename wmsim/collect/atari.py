@@ -2,7 +2,9 @@
 
 One step is ``frame_skip`` emulator frames with the same action; the
 observation is the pixel-wise max of the last two frames (Atari sprites
-flicker), resized to ``size`` x ``size`` RGB. The action set is the game's
+flicker), resized to ``size`` x ``size`` RGB by area averaging (the papers'
+choice) or by block max (:func:`block_max`, which keeps one-pixel objects such
+as Breakout's ball at full brightness). The action set is the game's
 minimal one. Rewards are raw (unclipped). An episode starts with 1 to
 ``noop_max`` no-op frames, ends (``terminated``) at game over, and is cut
 (``truncated``) at ``max_frames`` emulator frames, no-ops included. A lost life
@@ -15,8 +17,9 @@ pipeline stays close to the cost of emulation (``benchmarks/collect.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import ale_py
 import cv2
@@ -45,6 +48,9 @@ class AtariConfig:
     """Episodes start with a uniform 1..noop_max no-op frames (0: none)."""
     max_frames: int = 108_000
     """Episodes are truncated after this many emulator frames (30 minutes of play)."""
+    resize: Literal["area", "max"] = "area"
+    """How frames shrink to size x size: area (average, as STORM and DIAMOND) or max (each pixel
+    the brightest of its block: a small ball stays a bright spot a model is rewarded to draw)."""
 
 
 def checked(config: AtariConfig) -> AtariConfig:
@@ -66,8 +72,12 @@ def checked(config: AtariConfig) -> AtariConfig:
             f"max_frames ({config.max_frames}) must exceed noop_max + frame_skip "
             f"({config.noop_max + config.frame_skip}), or episodes end before they start"
         )
+    if config.resize not in RESIZERS:
+        raise UserError(f"resize must be one of {', '.join(RESIZERS)}, got {config.resize!r}")
     if config.size > 210:
         raise UserError(f"size must be at most 210 (the screen's height), got {config.size}")
+    if config.resize == "max" and config.size > 160:
+        raise UserError(f"resize max cannot enlarge the 160-pixel width to {config.size}")
     return dataclasses.replace(config, game=resolve_game(config.game))
 
 
@@ -85,6 +95,46 @@ def downsample(frame: np.ndarray, size: int) -> np.ndarray:
         frame = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
         return cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def block_rows(length: int, size: int) -> np.ndarray:
+    """(k, size) source indices: column i lists the pixels of block i, the last one repeated.
+
+    The ``size`` blocks partition ``length`` pixels into runs of k - 1 or k.
+    """
+    starts = (np.arange(size + 1) * length) // size
+    k = int(np.diff(starts).max())
+    return np.minimum(starts[:-1] + np.arange(k)[:, None], starts[1:] - 1)
+
+
+def block_max(frame: np.ndarray, size: int) -> np.ndarray:
+    """Shrink an RGB frame (H, W, 3) to (size, size, 3), each pixel the max over its block.
+
+    The blocks partition the frame (210 rows into blocks of 3 or 4, 160 columns
+    into 2 or 3 at size 64), so every source pixel is seen exactly once: a
+    2 x 4 pixel ball becomes a spot of 2 to 6 pixels at its full colour, where
+    an area average leaves about half its brightness on one pixel
+    (reference: small-objects-and-heads.md section 1).
+    """
+    height, width = frame.shape[:2]
+    if size > min(height, width):
+        raise ValueError(f"block max cannot enlarge a {height}x{width} frame to {size}x{size}")
+    rows = _block_indices(height, size)
+    shrunk = frame[rows[0]]
+    for index in rows[1:]:  # a max over k gathered copies: ~20x faster than reduceat
+        np.maximum(shrunk, frame[index], out=shrunk)
+    columns = _block_indices(width, size)
+    out = shrunk[:, columns[0]]
+    for index in columns[1:]:
+        np.maximum(out, shrunk[:, index], out=out)
+    return out
+
+
+_block_indices = functools.lru_cache(maxsize=16)(block_rows)
+
+
+RESIZERS = {"area": downsample, "max": block_max}
+"""Resize method name -> function (frame (H, W, 3), size) -> (size, size, 3)."""
 
 
 class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
@@ -122,6 +172,7 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
         self._newest = 0  # which of the two holds the last frame
         self._frame = np.zeros((height, width, 3), np.uint8)  # their pixel-wise max
         self._lives = self.ale.lives()
+        self._resize = RESIZERS[self.config.resize]
 
     def _load_rom(self, ale_seed: int) -> None:
         # ALE takes its seed (no-op-free randomness, sticky actions) when a ROM is loaded.
@@ -152,7 +203,7 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
 
     def _observation(self) -> np.ndarray:
         np.maximum(self._screens[0], self._screens[1], out=self._frame)
-        return downsample(self._frame, self.config.size)
+        return self._resize(self._frame, self.config.size)
 
     def _info(self, life_loss: bool) -> dict[str, Any]:
         return {
