@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from wmsim.model.backbones.gru import LayerNormGRUCell
 from wmsim.model.distributions import TwoHot, categorical_kl, sample_one_hot, unimix
 from wmsim.model.networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPHead
-from wmsim.model.world_model import frames_to_input
+from wmsim.model.pixels import frames_to_input, reconstruction_loss
 
 State = dict[str, Tensor]
 
@@ -61,6 +61,11 @@ class RSSMConfig:
     """Two-hot bins for rewards."""
     recon_scale: float = 0.5
     """Weight of the summed squared pixel error (a unit Gaussian's log-likelihood)."""
+    motion_weight: float = 0.0
+    """Extra weight of the reconstruction error on pixels that move between real frames
+    (0: DreamerV2's plain squared error; see wmsim.model.pixels)."""
+    motion_threshold: float = 0.05
+    """Change of a pixel (values in [0, 1], summed over channels) that makes it move."""
     reward_scale: float = 1.0
     """Weight of the reward loss."""
     continue_scale: float = 5.0
@@ -112,9 +117,9 @@ class RSSMWorldModel(nn.Module):
         return (self.config.stoch, self.config.classes)
 
     def _dist(self, logits: Tensor) -> Tensor:
-        return unimix(
-            logits.unflatten(-1, (self.config.stoch, self.config.classes)), self.config.unimix
-        )
+        # fp32 under bf16 autocast: log-probabilities and KLs need the precision
+        logits = logits.float().unflatten(-1, (self.config.stoch, self.config.classes))
+        return unimix(logits, self.config.unimix)
 
     def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         """h and z (flattened) at zero, as DreamerV2 starts every episode."""
@@ -180,11 +185,14 @@ class RSSMWorldModel(nn.Module):
         features = torch.cat([out["h"], out["z"]], -1)
 
         recon = self.decoder(features.reshape(batch_size * length, -1))
-        recon_loss = (recon - frames_to_input(obs)).square().sum((1, 2, 3)).mean()
-        reward_loss = self.two_hot.loss(self.reward(features), batch["reward"]).mean()
+        recon_loss = reconstruction_loss(
+            recon, obs, batch["is_first"],
+            motion_weight=c.motion_weight, threshold=c.motion_threshold,
+        )  # fmt: skip
+        reward_loss = self.two_hot.loss(self.reward(features).float(), batch["reward"]).mean()
         ends = batch["is_terminal"] | (batch["life_loss"] if c.life_loss_ends else False)
-        cont_logits = self.cont(features).squeeze(-1)
-        cont_loss = F.binary_cross_entropy_with_logits(cont_logits, (~ends).to(features.dtype))
+        cont_logits = self.cont(features).squeeze(-1).float()
+        cont_loss = F.binary_cross_entropy_with_logits(cont_logits, (~ends).float())
         prior_term = (
             categorical_kl(out["post"].detach(), out["prior"]).mean().clamp(min=c.free_nats)
         )

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from wmsim.model.backbones import BackboneConfig, State, TransformerConfig, make_backbone
 from wmsim.model.distributions import TwoHot, categorical_kl, sample_one_hot, unimix
 from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead
+from wmsim.model.pixels import frames_to_input, reconstruction_loss
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class LatentWorldModelConfig:
     """Two-hot bins for rewards, on [-20, 20] in symlog space."""
     recon_scale: float = 1.0
     """Weight of the reconstruction loss (summed over pixels)."""
+    motion_weight: float = 0.0
+    """Extra weight of the reconstruction error on pixels that move between real frames, so
+    that a small ball counts (0: the papers' plain squared error; see wmsim.model.pixels)."""
+    motion_threshold: float = 0.05
+    """Change of a pixel (values in [0, 1], summed over channels) that makes it move."""
     reward_scale: float = 1.0
     """Weight of the reward loss."""
     continue_scale: float = 1.0
@@ -110,11 +116,6 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def frames_to_input(frames: Tensor) -> Tensor:
-    """uint8 frames (..., H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
-    return frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
-
-
 class LatentWorldModel(nn.Module):
     """Encoder, stem, backbone, heads and decoder; see the module docstring.
 
@@ -157,7 +158,8 @@ class LatentWorldModel(nn.Module):
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
         c = self.config
-        return unimix(logits.unflatten(-1, (c.stoch, c.classes)), c.unimix)
+        # fp32 under bf16 autocast: log-probabilities and KLs need the precision
+        return unimix(logits.float().unflatten(-1, (c.stoch, c.classes)), c.unimix)
 
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (B, T, H, W, 3) -> posterior log-probabilities (B, T, S, K)."""
@@ -189,8 +191,10 @@ class LatentWorldModel(nn.Module):
         z = sample_one_hot(post, noise).flatten(-2)  # (B, T, S * K)
 
         recon = self.decoder(z.reshape(batch_size * length, -1))
-        target = frames_to_input(obs)
-        recon_loss = (recon - target).square().sum((1, 2, 3)).mean()
+        recon_loss = reconstruction_loss(
+            recon, obs, batch["is_first"],
+            motion_weight=c.motion_weight, threshold=c.motion_threshold,
+        )  # fmt: skip
 
         state = self.backbone.initial_state(batch_size, obs.device, z.dtype)
         h, _ = self.backbone(self.tokens(z, batch["action"]), batch["is_first"], state)
@@ -200,14 +204,14 @@ class LatentWorldModel(nn.Module):
         rep = categorical_kl(post[:, 1:], prior.detach())
         dyn_loss, rep_loss = self._free_bits(dyn, valid), self._free_bits(rep, valid)
 
-        reward_logits = self.reward(h[:, :-1])
+        reward_logits = self.reward(h[:, :-1]).float()
         reward_loss = masked_mean(self.two_hot.loss(reward_logits, batch["reward"][:, 1:]), valid)
         ends = batch["is_terminal"][:, 1:]
         if c.life_loss_ends:
             ends = ends | batch["life_loss"][:, 1:]
-        cont_logits = self.cont(h[:, :-1]).squeeze(-1)
+        cont_logits = self.cont(h[:, :-1]).squeeze(-1).float()
         cont_loss = masked_mean(
-            F.binary_cross_entropy_with_logits(cont_logits, (~ends).to(h.dtype), reduction="none"),
+            F.binary_cross_entropy_with_logits(cont_logits, (~ends).float(), reduction="none"),
             valid,
         )
         loss = (
