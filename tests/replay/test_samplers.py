@@ -3,7 +3,12 @@ import pytest
 from helpers import write_synthetic
 
 from wmsim.replay import SAMPLERS, DFSSampler, Replay, UniformSampler
-from wmsim.replay.samplers import _without_replacement
+from wmsim.replay.samplers import (
+    _without_replacement,
+    balanced_starts,
+    event_rows,
+    windows_with_events,
+)
 
 
 @pytest.fixture
@@ -156,3 +161,38 @@ def test_counts_grow_with_the_replay(tmp_path):
     assert len(sampler.train_counts) == replay.window_starts(8).max() + 1 > len(first)
     assert (sampler.train_counts[: len(first)] >= first).all()
     assert sampler.train_counts.sum() == 4
+
+
+def test_event_rows_are_the_rewards_and_ends(replay):
+    everything = replay.gather(replay.window_starts(1), 1)
+    rows = replay.window_starts(1)
+    reward, ends = everything["reward"][:, 0] != 0, everything["is_terminal"][:, 0]
+    lost = everything["life_loss"][:, 0]
+    assert set(event_rows(replay).tolist()) == set(rows[reward | ends | lost].tolist())
+    assert set(event_rows(replay, life_loss=False).tolist()) == set(rows[reward | ends].tolist())
+
+
+def test_windows_with_events_hold_an_event_among_their_targets():
+    candidates = np.arange(20)
+    events = np.array([5, 12])
+    found = windows_with_events(candidates, events, length=4)
+    # window s predicts rows s+1 .. s+3: row 5 for s in 2..4, row 12 for s in 9..11
+    assert found.tolist() == [2, 3, 4, 9, 10, 11]
+    assert windows_with_events(candidates, np.zeros(0, np.int64), 4).tolist() == []
+
+
+def test_balanced_batches_hold_the_asked_share_of_event_windows():
+    rng = np.random.default_rng(0)
+    candidates, event_candidates = np.arange(1000), np.array([3, 500, 777])
+    counts = 0
+    for _ in range(100):
+        starts = balanced_starts(UniformSampler(), candidates, event_candidates, 16, 0.25, rng)
+        assert len(starts) == 16
+        counts += np.isin(starts[-4:], event_candidates).sum()
+    assert counts == 400  # 4 of 16 from event windows, every batch
+    # uniform draws land on these three starts about 0.3% of the time
+    no_share = balanced_starts(UniformSampler(), candidates, event_candidates, 4000, 0.0, rng)
+    assert np.isin(no_share, event_candidates).sum() < 40
+    # without event windows the sampler fills the batch
+    alone = balanced_starts(UniformSampler(), candidates, np.zeros(0, np.int64), 16, 0.5, rng)
+    assert len(alone) == 16

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from wmsim.replay.reader import Replay
+
 
 class Sampler(Protocol):
     """Chooses window starts; may keep counts, saved with training checkpoints."""
@@ -153,6 +155,54 @@ class DFSSampler:
         """Restore the two count arrays."""
         self.train_counts = np.asarray(state["train_counts"], np.int64).copy()
         self.imagine_counts = np.asarray(state["imagine_counts"], np.int64).copy()
+
+
+def event_rows(replay: Replay, *, life_loss: bool = True) -> np.ndarray:
+    """Sorted global indices of the rows a reward or an end arrives at (lost lives optional)."""
+    rows = [np.zeros(0, np.int64)]
+    names = ("reward", "is_terminal", "life_loss")
+    for indices, run in zip(replay.segment_rows(), replay.runs(names), strict=True):
+        event = (run["reward"] != 0) | run["is_terminal"]
+        if life_loss:
+            event |= run["life_loss"]
+        rows.append(indices[event])
+    return np.sort(np.concatenate(rows))
+
+
+def windows_with_events(candidates: np.ndarray, events: np.ndarray, length: int) -> np.ndarray:
+    """The candidate starts s whose window has an event among its targets, rows s+1 .. s+length-1.
+
+    Row 0 of a window is context only: the heads predict rows 1 onwards.
+    """
+    candidates = np.asarray(candidates, np.int64)
+    first = np.searchsorted(events, candidates + 1)  # the first event after each start
+    inside = first < len(events)
+    inside[inside] = events[first[inside]] <= candidates[inside] + length - 1
+    return candidates[inside]
+
+
+def balanced_starts(
+    sampler: Sampler,
+    candidates: np.ndarray,
+    event_candidates: np.ndarray,
+    batch: int,
+    share: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A batch of window starts, ``round(share * batch)`` of them drawn from event windows.
+
+    Rewards arrive at under 1% of Breakout's random-play steps and lost lives
+    rarer still, so uniform windows teach the reward and continue heads that
+    nothing ever happens. The rest of the batch comes from ``sampler`` as
+    usual. Without event windows the whole batch does.
+    """
+    k = int(round(share * batch)) if len(event_candidates) else 0
+    drawn = [np.zeros(0, np.int64)]
+    if batch - k:
+        drawn.append(sampler.train_starts(candidates, batch - k, rng))
+    if k:
+        drawn.append(event_candidates[rng.integers(len(event_candidates), size=k)])
+    return np.concatenate(drawn)
 
 
 SAMPLERS: dict[str, type[UniformSampler] | type[DFSSampler]] = {
