@@ -124,7 +124,7 @@ def test_train_then_dream(breakout_replay, tmp_path):
     result = wmsim("train", "--data", breakout_replay, "--out", run, "--steps", 2,
                    "--preset", "tiny", "--batch", 2, "--length", 8)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"trained {run} to step 2; held-out frame_mse_h1" in result.stdout
+    assert f"trained {run} to step 2; held-out h1_mse" in result.stdout
     unknown = wmsim(
         "train", "--data", breakout_replay, "--out", run, "--steps", 2, "--preset", "huge"
     )

@@ -29,6 +29,7 @@ commands:
   eval          play an agent (or the random policy) on the real game: scores, HNS, video, JSON
   results       aggregate evaluation records: mean, median and IQM HNS beside the papers'
   bundle check  validate a model bundle: files, hashes, graph signatures, format version
+  bundle eval   measure a bundle's fidelity on fresh real play: the ball, rewards, ends
   models list   list the model bundles dream envs can load by name
   models add    copy a bundle into the user's model store
   bench NAME    run a benchmark from benchmarks/
@@ -142,8 +143,9 @@ def _train(argv: list[str]) -> int:
         metrics = train(args)
     except KeyboardInterrupt:
         return _interrupted(args.out)
-    shown = {k: v for k, v in metrics.items() if k.startswith(("frame_mse", "copy_mse"))}
-    summary = ", ".join(f"{k} {v:.5f}" for k, v in shown.items())
+    shown = [f"h{h}_{kind}" for h in (1, 4, 16) for kind in ("mse", "copy_mse")]
+    shown += [f"{name}_object_recall" for name in ("recon", "h1", "h4")]
+    summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if k in metrics)
     print(f"trained {args.out} to step {args.steps}" + (f"; held-out {summary}" if summary else ""))
     return 0
 
@@ -254,6 +256,25 @@ def _bundle_check(argv: list[str]) -> int:
     return 0
 
 
+def _bundle_eval(argv: list[str]) -> int:
+    from wmsim.bundle import open_bundle
+    from wmsim.bundle_eval import BundleEvalArgs, evaluate_bundle, json_ready, table
+    from wmsim.files import atomic_write_json
+
+    args = _parse_positional(BundleEvalArgs, "wmsim bundle eval", argv)
+    bundle = open_bundle(args.path)
+    metrics = evaluate_bundle(bundle, steps=args.steps, seed=args.seed, stride=args.stride)
+    print(
+        f"{bundle.path}: {bundle.game}, {metrics['windows']} dreams from {args.steps} real steps "
+        f"(seed {args.seed}); object recall beside copying the last real frame"
+    )
+    print(table(metrics))
+    if args.json is not None:
+        atomic_write_json(args.json, json_ready(metrics))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _models_list(argv: list[str]) -> int:
     import json as json_module
 
@@ -328,6 +349,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "eval": _eval,
     "results": _results,
     "bundle check": _bundle_check,
+    "bundle eval": _bundle_eval,
     "models list": _models_list,
     "models add": _models_add,
     "bench": _bench,

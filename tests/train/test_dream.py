@@ -72,7 +72,7 @@ def test_every_kind_of_world_model_trains_evaluates_and_dreams(breakout_replay, 
         TrainArgs(data=breakout_replay, out=out, steps=2, preset=preset, batch=2, length=8),
         progress=False,
     )
-    assert {"frame_mse_h1", "copy_mse_h1", "continue_accuracy"} <= set(metrics)
+    assert {"h1_mse", "h1_copy_mse", "continue_accuracy"} <= set(metrics)
     path = dream(DreamArgs(run=out, out=tmp_path / "dream.gif", steps=5, context=4))
     with Image.open(path) as gif:
         assert gif.n_frames == 4 + 5

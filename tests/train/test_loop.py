@@ -37,7 +37,7 @@ def test_a_run_writes_config_checkpoint_metrics_and_tensorboard(breakout_replay,
     saved = load_checkpoint(run)
     assert saved["step"] == 6 and saved["config"] == config
     assert [m["step"] for m in read_metrics(run, "eval")] == [3, 6]
-    assert {"frame_mse_h1", "copy_mse_h16", "reward_accuracy", "continue_accuracy"} <= set(metrics)
+    assert {"h1_mse", "h16_copy_mse", "reward_accuracy", "continue_accuracy"} <= set(metrics)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tb"))
 
 

@@ -5,9 +5,11 @@ An evaluation window is ``context`` real frames followed by ``horizon`` real
 steps; the model observes the context, then dreams the horizon open-loop from
 the real actions alone. Reported beside each other:
 
-- frame error (mean squared error per pixel, values in [0, 1]) at given
-  horizons, and the same for copying the last context frame, the baseline a
-  model must beat to have learned any dynamics;
+- frame error (mean squared error per pixel, values in [0, 1]), error on the
+  moving pixels and small-object recall (:mod:`wmsim.fidelity`), for the
+  reconstruction of the last context frame and at given horizons, each beside
+  copying the last real frame, the baseline a model must beat to have learned
+  any dynamics;
 - reward accuracy (|predicted - real| < 0.5) and reward-event recall (the
   share of real non-zero rewards predicted with the right sign and size),
   against the reward's sign for models that predict clipped rewards (REM);
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wmsim import fidelity
 from wmsim.replay.reader import Replay
 
 
@@ -70,26 +73,28 @@ def open_loop(
 
     Returns:
         frames (B, H, 64, 64, 3) in [0, 1], reward (B, H), cont (B, H): the
-        dream's prediction for steps context .. context + H - 1.
+        dream's prediction for steps context .. context + H - 1; recon
+        (B, 64, 64, 3): the model's picture of the last context frame.
     """
     frames, actions = windows["obs"], windows["action"]
     state = model.observe(
         frames[:, :context], actions[:, : context - 1], windows["is_first"][:, :context]
     )
+    recon = model.decode(model.latent(state))  # (B, H, W, 3): the last context frame
     out: dict[str, list[torch.Tensor]] = {"frames": [], "reward": [], "cont": []}
     for k in range(frames.shape[1] - context):
         state, reward, cont, latent = model.step(state, actions[:, context - 1 + k])
         out["frames"].append(model.decode(latent))
         out["reward"].append(reward)
         out["cont"].append(cont)
-    return {k: torch.stack(v, 1) for k, v in out.items()}
+    return {"recon": recon, **{k: torch.stack(v, 1) for k, v in out.items()}}
 
 
 def evaluate(
     model: nn.Module,
     windows: dict[str, torch.Tensor],
     context: int,
-    horizons: tuple[int, ...] = (1, 8, 16),
+    horizons: tuple[int, ...] = (1, 4, 16),
     life_loss_ends: bool = False,
 ) -> dict[str, float]:
     """Open-loop metrics on held-out windows (see the module docstring)."""
@@ -97,28 +102,48 @@ def evaluate(
     model.eval()
     dream = open_loop(model, windows, context)
     model.train(was_training)
-    real = windows["obs"][:, context:].float() / 255.0
-    last = windows["obs"][:, context - 1 : context].float() / 255.0
-    model_error = (dream["frames"] - real).square().mean((0, 2, 3, 4))  # (H,)
-    copy_error = (last - real).square().mean((0, 2, 3, 4))
-    metrics = {}
-    for h in horizons:
-        if h <= len(model_error):
-            metrics[f"frame_mse_h{h}"] = float(model_error[h - 1])
-            metrics[f"copy_mse_h{h}"] = float(copy_error[h - 1])
+    metrics = frame_fidelity(windows["obs"].cpu().numpy(), context, dream, horizons)
     reward = windows["reward"][:, context:]
     if getattr(model, "clips_rewards", False):  # the model predicts sign(reward) (REM)
         reward = reward.sign()
     close = (dream["reward"] - reward).abs() < 0.5
     metrics["reward_accuracy"] = float(close.float().mean())
-    events = reward != 0
-    metrics["reward_events"] = int(events.sum())
-    metrics["reward_recall"] = float(close[events].float().mean()) if events.any() else float("nan")
+    metrics.update(fidelity.event_metrics(dream["reward"].cpu().numpy(), reward.cpu().numpy()))
     ends = windows["is_terminal"][:, context:]
     if life_loss_ends:
         ends = ends | windows["life_loss"][:, context:]
     metrics["continue_accuracy"] = float(((dream["cont"] > 0.5) == ~ends).float().mean())
-    metrics["end_events"] = int(ends.sum())
-    caught = dream["cont"][ends] <= 0.5
-    metrics["end_recall"] = float(caught.float().mean()) if ends.any() else float("nan")
+    metrics.update(fidelity.end_metrics(dream["cont"].cpu().numpy(), ends.cpu().numpy()))
+    return metrics
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Model frames in [0, 1] -> uint8 numpy, rounded as the exported decode graph rounds."""
+    return (frames.float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def frame_fidelity(
+    obs: np.ndarray, context: int, dream: dict[str, torch.Tensor], horizons: tuple[int, ...]
+) -> dict[str, float]:
+    """:mod:`wmsim.fidelity`'s frame metrics of a reconstruction and a dream, beside copying.
+
+    ``obs`` (B, context + H, 64, 64, 3) uint8 are the real windows. The baseline
+    for step context + h - 1 is the last context frame; for the reconstruction,
+    the frame before it.
+    """
+    metrics = {}
+    last = obs[:, context - 1]
+    named = {"recon": (obs[:, context - 2], last, to_uint8(dream["recon"]), obs[:, context - 2])}
+    frames = to_uint8(dream["frames"])
+    for h in horizons:
+        if h <= frames.shape[1]:
+            t = context + h - 1
+            named[f"h{h}"] = (obs[:, t - 1], obs[:, t], frames[:, h - 1], last)
+    for name, (previous, real, model, copy) in named.items():
+        ours = fidelity.frame_metrics(previous, real, model)
+        baseline = fidelity.frame_metrics(previous, real, copy)
+        for key in ("mse", "moving_mse", "object_recall", "spurious"):
+            metrics[f"{name}_{key}"] = ours[key]
+            metrics[f"{name}_copy_{key}"] = baseline[key]
+        metrics[f"{name}_objects"] = ours["objects"]
     return metrics
