@@ -44,6 +44,9 @@ class TrainConfig:
     """Steps of linear learning-rate warm-up."""
     sampler: str = "uniform"
     """How windows are drawn: uniform or dfs (DRAMA)."""
+    event_share: float = 0.0
+    """Share of each batch drawn from windows where a reward or an end arrives, so the sparse
+    heads see them (0: the sampler alone, as the papers)."""
     holdout: float = 0.1
     """Last share of every stream kept out of training, for evaluation."""
     context: int = 8
@@ -66,9 +69,12 @@ TINY_LATENT = {
     # at the mean frame (the decoder learns to ignore latents that are noise at first);
     # a sigmoid output (DRAMA) reaches black exactly
     "norm": True, "decoder_sigmoid": True,
+    # the ball: moving pixels' error weighted 21x (wmsim.model.pixels); the papers weigh all alike
+    "motion_weight": 20.0,
 }  # fmt: skip
 TINY_TRAINING = {
     "batch": 8, "length": 24, "lr": 1e-3, "eval_every": 250, "checkpoint_every": 250,
+    "event_share": 0.25,  # a quarter of the windows hold a reward or an end (papers: none)
 }  # fmt: skip
 
 PRESETS: dict[str, TrainConfig] = {

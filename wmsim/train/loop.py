@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from wmsim.errors import UserError
 from wmsim.files import atomic_write_json
 from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
+from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
 from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
@@ -61,6 +62,9 @@ class TrainArgs:
     """Steps between evaluations (default: the preset's)."""
     checkpoint_every: int | None = None
     """Steps between checkpoints (default: the preset's)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Arithmetic of the training step: bf16 autocast (about 1.9x faster on CPUs with AVX512-BF16
+    and on GPUs), fp32, or auto: bf16 where the hardware has it natively."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,6 +78,23 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as error:
         raise UserError(f"unknown device {name!r}: {error}") from None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32.
+
+    CPUs without native bf16 (no AVX512-BF16 or AMX) run autocast slower than
+    fp32, so ``auto`` takes it only where the hardware has it.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    return None
 
 
 def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
@@ -154,13 +175,19 @@ def world_model_step(
     config: TrainConfig,
     step: int,
     generator: torch.Generator,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """One gradient step of ``model`` on ``batch``, the ``step``-th (for the warm-up)."""
+    """One gradient step of ``model`` on ``batch``, the ``step``-th (for the warm-up).
+
+    ``autocast`` runs the forward pass in that dtype (see :func:`autocast_dtype`).
+    """
     c = config
     lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup else c.lr
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-    loss, metrics = model.loss(batch, generator)
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        loss, metrics = model.loss(batch, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
@@ -193,14 +220,21 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.noise = torch.Generator(device).manual_seed(seed)
         self.sampler = SAMPLERS[c.sampler]()
+        events = event_rows(self.replay, life_loss=c.model.life_loss_ends)
+        self.event_starts = windows_with_events(self.train_starts, events, c.length)
+        self.autocast = autocast_dtype(args.precision, device)
         self.device, self.step = device, 0
 
     def train_step(self) -> dict[str, float]:
         """One gradient step on a sampled batch; returns its metrics."""
         c = self.config
-        starts = self.sampler.train_starts(self.train_starts, c.batch, self.rng)
+        starts = balanced_starts(
+            self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
+        )
         batch = to_torch(self.replay.gather(starts, c.length), self.device)
-        metrics = world_model_step(self.model, self.optimizer, batch, c, self.step, self.noise)
+        metrics = world_model_step(
+            self.model, self.optimizer, batch, c, self.step, self.noise, self.autocast
+        )
         self.step += 1
         return metrics
 

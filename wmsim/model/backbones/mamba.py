@@ -159,7 +159,7 @@ def causal_conv(
     # few outputs have taps reaching back across a start: take back what those taps added
     crossing = episode.unfold(1, taps, 1) != current.unsqueeze(-1)  # (B, T, K)
     rows, steps, tap = crossing.nonzero(as_tuple=True)
-    added = inputs[rows, steps + tap] * weight[:, tap].T  # (crossings, C)
+    added = (inputs[rows, steps + tap] * weight[:, tap].T).to(out.dtype)  # (crossings, C)
     out = out.index_put((rows, steps), -added, accumulate=True)
     keep = (episode[:, -(taps - 1) :] == current[:, -1:]).unsqueeze(-1)
     return out, inputs[:, -(taps - 1) :] * keep
@@ -222,9 +222,11 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self._split(u)
         weight = self.conv.weight.squeeze(1)  # (C, K)
         xbc, window = causal_conv(xbc, window, weight, self.conv.bias, is_first)
-        x, b, c, dt = self._ssm_inputs(xbc, dt)
-        a = -self.a_log.to(dt.dtype).exp()
-        y, ssm = ssd_scan(x, dt, a, b, c, is_first, ssm.to(x.dtype), self.config.chunk)
+        # the scan's matmuls too stay fp32 under bf16 autocast: its decays compound
+        with torch.autocast(u.device.type, enabled=False):
+            x, b, c, dt = self._ssm_inputs(xbc, dt)
+            a = -self.a_log.to(dt.dtype).exp()
+            y, ssm = ssd_scan(x, dt, a, b, c, is_first, ssm.to(x.dtype), self.config.chunk)
         return self._output(y, x, z), window, ssm
 
     def step(

@@ -174,6 +174,12 @@ class S5SSM(nn.Module):
 
     def forward(self, u: Tensor, is_first: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
         """Parallel form: u (B, T, H), is_first (B, T), x0 (B, 2, P/2) -> y (B, T, H), x_T."""
+        # The scan multiplies up to T decays: under bf16 autocast its error would compound, so
+        # the layer runs in fp32 whatever the surrounding precision (as Mamba keeps its SSM state).
+        with torch.autocast(u.device.type, enabled=False):
+            return self._forward(u.float(), is_first, x0.float())
+
+    def _forward(self, u: Tensor, is_first: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
         lambda_bar, b_bar = self.discretize()
         bu = self._input(u, b_bar)  # (B, T, P/2) each
         a = [part.expand_as(bu[0]) for part in lambda_bar]
