@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from wmsim.collect.atari import AtariEnv
-from wmsim.collect.rollout import CollectConfig, collect, step_flags, stream_seed
+from wmsim.collect.rollout import CollectConfig, RandomPolicy, collect, step_flags, stream_seed
 from wmsim.replay import Replay
 from wmsim.replay.format import CHUNKS
 
@@ -149,3 +149,26 @@ def test_ctrl_c_saves_what_was_played_and_says_how_to_continue(tmp_path):
     )
     assert 2 * 64 <= steps < 50_000
     assert "Traceback" not in err.decode()
+
+
+def test_the_tracker_policy_returns_the_ball_and_refuses_games_without_a_paddle():
+    from wmsim.collect.atari import AtariConfig, AtariEnv
+    from wmsim.collect.tracker import TrackerPolicy
+    from wmsim.errors import UserError
+
+    def score(policy, seed):
+        env = AtariEnv(AtariConfig(resize="max"))
+        obs, _ = env.reset(seed=seed)
+        total, first, done = 0.0, True, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs, first))
+            total, first, done = total + reward, False, terminated or truncated
+        return total
+
+    rng = np.random.default_rng(0)
+    meanings = AtariEnv(AtariConfig()).action_meanings
+    tracker = sum(score(TrackerPolicy(meanings, rng, epsilon=0.0), s) for s in range(2))
+    random = sum(score(RandomPolicy(len(meanings), rng), s) for s in range(2))
+    assert tracker >= 3 * max(random, 2)  # a random policy scores about 1.3 per game
+    with pytest.raises(UserError, match="FIRE"):
+        TrackerPolicy(AtariEnv(AtariConfig(game="MsPacman")).action_meanings, rng, epsilon=0.1)

@@ -25,6 +25,7 @@ import tyro
 from tqdm import tqdm
 
 from wmsim.collect.atari import AtariConfig, AtariEnv, checked
+from wmsim.collect.tracker import TrackerPolicy
 from wmsim.collect.workers import run_in_processes
 from wmsim.errors import UserError
 from wmsim.replay.format import make_manifest
@@ -64,8 +65,11 @@ class RandomPolicy:
         return self._drawn.pop()
 
 
-POLICIES: dict[str, Callable[[int, np.random.Generator], Policy]] = {"random": RandomPolicy}
-"""Policies by name: (number of actions, rng) -> policy."""
+POLICIES: dict[str, Callable[[list[str], np.random.Generator, float], Policy]] = {
+    "random": lambda meanings, rng, epsilon: RandomPolicy(len(meanings), rng),
+    "tracker": lambda meanings, rng, epsilon: TrackerPolicy(meanings, rng, epsilon=epsilon),
+}
+"""Policies by name: (action meanings, rng, epsilon) -> policy."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,11 @@ class CollectConfig:
     steps: int
     """Steps the replay should hold when done; running again continues up to this."""
     env: Annotated[AtariConfig, tyro.conf.OmitArgPrefixes] = AtariConfig()
-    policy: Literal["random"] = "random"
-    """Who plays: random (uniform actions)."""
+    policy: Literal["random", "tracker"] = "random"
+    """Who plays: random (uniform actions) or tracker (Breakout: the paddle follows the ball,
+    so the data holds rallies and broken walls; wmsim.collect.tracker)."""
+    epsilon: float = 0.25
+    """Share of uniformly random actions of the tracker policy."""
     envs: int = 1
     """Emulators played side by side, each in its own process."""
     seed: int = 0
@@ -168,7 +175,7 @@ class StreamTask:
         """Play the stream into the replay."""
         env = AtariEnv(self.env)
         rng = np.random.default_rng([self.config.seed, self.stream])
-        policy = POLICIES[self.config.policy](int(env.action_space.n), rng)
+        policy = POLICIES[self.config.policy](env.action_meanings, rng, self.config.epsilon)
         chunk_length = self.config.chunk_length
         with ReplayWriter(self.config.out, self.stream, chunk_length=chunk_length) as writer:
             seed = stream_seed(self.config.seed, self.stream)
@@ -199,6 +206,8 @@ def collect(config: CollectConfig, *, progress: bool = True) -> CollectResult:
     """
     if min(config.steps, config.envs, config.chunk_length) < 1 or config.seed < 0:
         raise UserError("--steps, --envs and --chunk-length must be positive, --seed non-negative")
+    if not 0.0 <= config.epsilon <= 1.0:
+        raise UserError(f"--epsilon must be in [0, 1], got {config.epsilon}")
     env_config = checked(config.env)
     chunk_bytes = config.chunk_length * env_config.size**2 * 3
     if chunk_bytes > 2**30:
