@@ -186,6 +186,8 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
         )  # fmt: skip
         spec = self.simulator.spec
+        # the real game's settings the model learned from (frame skip, resize, ...)
+        self.metadata = {**self.metadata, "real_game": dict(spec.get("env", {}))}
         self.game, self.obs_type, self.render_mode = game, obs_type, render_mode
         self.max_episode_steps = max_episode_steps
         self.observation_space = observation_space(spec, obs_type)

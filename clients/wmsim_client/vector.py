@@ -115,6 +115,9 @@ class DreamVectorEnv(VectorEnv):
             "render_modes": list(RENDER_MODES),
             "render_fps": RENDER_FPS,
             "autoreset_mode": self.autoreset_mode,
+            # the real game's settings the model learned from (frame skip, resize, ...):
+            # a policy trained here meets the real game under them
+            "real_game": dict(spec.get("env", {})),
         }
         self.single_observation_space = observation_space(spec, obs_type)
         self.single_action_space = spaces.Discrete(len(spec["actions"]))

@@ -14,7 +14,9 @@ from serving import served
 
 from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
 from wmsim.agent.envs import STACK, push
+from wmsim.bundle import open_bundle
 from wmsim.errors import UserError
+from wmsim.store import EMBEDDED
 from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.logs import read_metrics
 
@@ -54,6 +56,9 @@ def test_trains_in_a_dream_env_and_evaluates_on_the_real_game(tmp_path):
         EvalArgs(agent=out, episodes=1, max_frames=1_000, video=tmp_path / "v.gif"), progress=False
     )
     assert record["game"] == "Breakout" and record["env_steps"] == 32
+    # the real game is played with the frames the dream was trained on
+    shipped = open_bundle(EMBEDDED / "Breakout.wmsim").spec["env"].get("resize", "area")
+    assert saved["config"]["resize"] == record["protocol"]["resize"] == shipped
     # the evaluation schedule may change on resume, the training settings may not
     agent_train(AgentTrainArgs(out=out, env=ID, env_steps=48, resume=True, **SMALL), progress=False)
     assert load_checkpoint(out)["updates"] == 3

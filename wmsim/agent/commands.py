@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -161,6 +161,9 @@ class EvalArgs:
     """Write the first episode as a video here (.mp4 or .gif; default: beside the record)."""
     device: str = "auto"
     """cpu, cuda, ..., or auto."""
+    resize: Literal["auto", "area", "max"] = "auto"
+    """How real frames shrink for the agent; auto: as in the env it trained in (a dream env's
+    bundle records it), else area (the protocol's)."""
 
 
 def evaluate_command(args: EvalArgs, *, progress: bool = True) -> tuple[dict, Path]:
@@ -178,7 +181,7 @@ def evaluate_command(args: EvalArgs, *, progress: bool = True) -> tuple[dict, Pa
 
     if args.random == (args.agent is not None):
         raise UserError("pass --agent RUN, or --random for the random baseline (one of them)")
-    env_steps, run = None, None
+    env_steps, run, trained_on = None, None, "area"
     if args.random:
         if args.game is None:
             raise UserError("--random needs --game")
@@ -198,13 +201,15 @@ def evaluate_command(args: EvalArgs, *, progress: bool = True) -> tuple[dict, Pa
             raise UserError(f"{args.agent} plays {game}, not {args.game}; drop --game")
         env_steps, run = saved["env_steps"], str(args.agent)
         out = args.out or Path(args.agent) / "eval.json"
+        trained_on = saved["config"].get("resize", "area")
+    resize = args.resize if args.resize != "auto" else trained_on
     result = play_episodes(
-        policy, game, args.episodes, seed=args.seed, max_frames=args.max_frames, record=True,
-        progress=progress,
+        policy, game, args.episodes, seed=args.seed, max_frames=args.max_frames, resize=resize,
+        record=True, progress=progress,
     )  # fmt: skip
     record = eval_record(
         game, result, run=run, policy="random" if args.random else "agent", env_steps=env_steps,
-        seed=args.seed, max_frames=args.max_frames, greedy=args.greedy,
+        seed=args.seed, max_frames=args.max_frames, greedy=args.greedy, resize=resize,
     )  # fmt: skip
     video = args.video or out.with_suffix(".mp4")
     if len(result.frames):

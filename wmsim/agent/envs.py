@@ -173,16 +173,20 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
         config, actor_critic=dataclasses.replace(config.actor_critic, form="dreamerv3")
     )
     game = _eval_game(args)
+    envs = _make_envs(args)
+    # the real game is played as the env's frames were made (a dream's bundle records it)
+    resize = envs.metadata.get("real_game", {}).get("resize", "area")
     resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
-                "seed": args.seed, "num_envs": args.num_envs, "agent": to_dict(config)}  # fmt: skip
+                "seed": args.seed, "num_envs": args.num_envs, "resize": resize,
+                "agent": to_dict(config)}  # fmt: skip
     out = args.out
     has_checkpoint = (out / CHECKPOINT).exists()
     if has_checkpoint != args.resume:
+        envs.close()
         raise UserError(
             f"{out} already holds a run; pass --resume to continue it, or another --out"
             if has_checkpoint else f"{out} holds no run to resume; drop --resume to start one"
         )  # fmt: skip
-    envs = _make_envs(args)
     torch.manual_seed(args.seed)
     num_actions = int(envs.single_action_space.n)
     frame_shape = envs.single_observation_space.shape
@@ -228,7 +232,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
         # periodic evaluations play the preset's episodes; `wmsim eval` plays the final one
         result = evaluate_policy(
             FramePolicy(agent.eval(), generator), game, config.eval_episodes,
-            seed=10_000 + env_steps, max_frames=config.eval_max_frames,
+            seed=10_000 + env_steps, max_frames=config.eval_max_frames, resize=resize,
         )  # fmt: skip
         agent.train()
         log.log(env_steps, "eval", result)

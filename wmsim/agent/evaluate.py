@@ -69,9 +69,9 @@ class Episodes:
     """Wall-clock time."""
 
 
-def protocol(game: str, max_frames: int = 108_000) -> AtariConfig:
-    """The Atari 100k evaluation settings for ``game``."""
-    return AtariConfig(game=game, max_frames=max_frames)
+def protocol(game: str, max_frames: int = 108_000, resize: str = "area") -> AtariConfig:
+    """The Atari 100k evaluation settings for ``game``, frames resized as the agent saw them."""
+    return AtariConfig(game=game, max_frames=max_frames, resize=resize)
 
 
 def play_episodes(
@@ -81,6 +81,7 @@ def play_episodes(
     *,
     seed: int = 0,
     max_frames: int = 108_000,
+    resize: str = "area",
     record: bool = False,
     progress: bool = False,
 ) -> Episodes:
@@ -94,7 +95,7 @@ def play_episodes(
     if episodes < 1:
         raise UserError("--episodes must be at least 1")
     started = time.perf_counter()
-    envs = [AtariEnv(protocol(game, max_frames)) for _ in range(episodes)]
+    envs = [AtariEnv(protocol(game, max_frames, resize)) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     state = policy.initial(episodes)
     is_first = np.ones(episodes, bool)
@@ -122,10 +123,11 @@ def play_episodes(
 
 
 def evaluate_policy(
-    policy: Policy, game: str, episodes: int, *, seed: int, max_frames: int
+    policy: Policy, game: str, episodes: int, *, seed: int, max_frames: int, resize: str = "area"
 ) -> dict[str, float]:
     """Mean score (with its spread, the mean length and the HNS) of ``episodes`` real episodes."""
-    return summarize(game, play_episodes(policy, game, episodes, seed=seed, max_frames=max_frames))
+    played = play_episodes(policy, game, episodes, seed=seed, max_frames=max_frames, resize=resize)
+    return summarize(game, played)
 
 
 def summarize(game: str, result: Episodes) -> dict[str, float]:
@@ -148,6 +150,7 @@ def eval_record(
     seed: int,
     max_frames: int,
     greedy: bool = False,
+    resize: str = "area",
 ) -> dict[str, Any]:
     """The JSON record of an evaluation (see the module docstring)."""
     summary = summarize(game, result)
@@ -166,7 +169,7 @@ def eval_record(
         "std": summary["score_std"],
         "hns": summary.get("hns"),
         "seed": seed,
-        "protocol": dataclasses.asdict(protocol(game, max_frames)),
+        "protocol": dataclasses.asdict(protocol(game, max_frames, resize)),
         "seconds": result.seconds,
         "machine": f"{platform.machine()}, {platform.system()}, {_cores()} cores",
     }
