@@ -27,6 +27,8 @@ from wmsim.errors import UserError
 
 HORIZONS = (1, 4, 16)
 """Dreamed steps at which frames are judged."""
+FIDELITY_SEED = 1000
+"""Seed of the real play measured by default; training data is collected from seed 0 up."""
 BATCH = 128
 """Windows dreamed per graph call."""
 
@@ -39,7 +41,7 @@ class BundleEvalArgs:
     """The NAME.wmsim directory."""
     steps: int = 10000
     """Real steps to play (random policy); more steps, more reward and end events."""
-    seed: int = 1000
+    seed: int = FIDELITY_SEED
     """Seeds the real game and the policy (training data is collected from seed 0 up)."""
     stride: int = 1
     """A window starts at every stride-th step."""

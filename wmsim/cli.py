@@ -170,6 +170,12 @@ def _export(argv: list[str]) -> int:
     size = sum(p.stat().st_size for p in bundle.path.iterdir()) / 2**20
     checked = "; onnxruntime matches torch" if args.check else ""
     print(f"wrote {bundle.path} ({bundle.game}, {size:.1f} MiB){checked}")
+    if "fidelity" in bundle.spec:
+        from wmsim.bundle_eval import table
+
+        fidelity = bundle.spec["fidelity"]
+        print(f"fidelity on {fidelity['real_steps']} steps of fresh real play (in spec.json):")
+        print(table({k: float("nan") if v is None else v for k, v in fidelity.items()}))
     return 0
 
 

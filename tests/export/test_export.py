@@ -30,7 +30,8 @@ def trained(replay, tmp_path, name):
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_world_model_exports_and_onnx_equals_torch(breakout_replay, tmp_path, name):
     run = trained(breakout_replay, tmp_path, name)
-    bundle = export_run(ExportArgs(run=run, out=tmp_path / "m.wmsim", check=True, contexts=4))
+    bundle = export_run(ExportArgs(run=run, out=tmp_path / "m.wmsim", check=True, contexts=4,
+                                   fidelity_steps=60))  # fmt: skip
     model, _ = load_run(run, torch.device("cpu"))
     # more steps and another batch than --check takes: states carried through ONNX many times
     assert compare_with_torch(bundle, model, steps=6, batch=7, seed=1) == []
@@ -44,6 +45,8 @@ def test_every_world_model_exports_and_onnx_equals_torch(breakout_replay, tmp_pa
         for tensor in spec["graphs"][graph]["inputs"] + spec["graphs"][graph]["outputs"]:
             assert tensor["shape"][0] == "batch"
     assert spec["training"]["preset"] == name and spec["training"]["steps"] == 2
+    # --check measured it on fresh play: the table wmsim bundle eval prints, in the spec
+    assert spec["fidelity"]["real_steps"] == 60 and "h4_copy_object_recall" in spec["fidelity"]
 
 
 @pytest.mark.long  # passes; 4.5 minutes on 2 cores: the exporter traces 65 unrolled RetNet calls
@@ -66,7 +69,8 @@ def test_float16_weights_halve_the_bundle_and_still_match(breakout_replay, tmp_p
     run = trained(breakout_replay, tmp_path, "tiny-gru")
     full = export_run(ExportArgs(run=run, out=tmp_path / "full.wmsim", contexts=2))
     half = export_run(ExportArgs(run=run, out=tmp_path / "half.wmsim", contexts=2,
-                                 weights="float16", check=True))  # fmt: skip
+                                 weights="float16", check=True, fidelity_steps=0))  # fmt: skip
+    assert "fidelity" not in half.spec
 
     def size(bundle):
         return sum(p.stat().st_size for p in bundle.path.iterdir())

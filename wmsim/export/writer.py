@@ -58,7 +58,10 @@ class ExportArgs:
     """Bundle directory to write, NAME.wmsim; replaced if it exists and is a bundle."""
     check: bool = False
     """Run torch and onnxruntime side by side on real contexts and random actions and noise,
-    and fail on any mismatch."""
+    and fail on any mismatch; then measure the bundle's fidelity on fresh real play
+    (`wmsim bundle eval`) and write it into spec.json."""
+    fidelity_steps: int = 10_000
+    """Real steps of fresh play that --check measures fidelity on (0: skip the measurement)."""
     contexts: int = 64
     """Start contexts to ship: the first frames of this many real episodes."""
     data: Path | None = None
@@ -206,12 +209,16 @@ def write_bundle(
     training: dict[str, Any],
     weights: str = "float32",
     check: bool = False,
+    fidelity_steps: int = 0,
 ) -> Bundle:
     """Export ``model`` (eval mode, on the CPU) as a bundle at ``out``; return it opened.
 
     With ``weights="float16"`` the model's large parameters are rounded in place
     first. With ``check``, the graphs are compared with ``model`` before the
-    bundle takes the place of anything at ``out``.
+    bundle takes the place of anything at ``out``, and with ``fidelity_steps``
+    the bundle is measured on that many steps of fresh real play
+    (:func:`wmsim.bundle_eval.evaluate_bundle`), the result stored as the
+    spec's ``fidelity``.
     """
     out = Path(out)
     if out.exists() and not (out / SPEC).is_file():
@@ -235,10 +242,21 @@ def write_bundle(
             from wmsim.export.check import check_against_torch
 
             check_against_torch(open_bundle(tmp), model)
+            if fidelity_steps:
+                spec["fidelity"] = measure_fidelity(open_bundle(tmp), fidelity_steps)
+                atomic_write_json(tmp / SPEC, spec)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_bundle(out)
+
+
+def measure_fidelity(bundle: Bundle, steps: int) -> dict[str, Any]:
+    """The bundle's fidelity metrics on ``steps`` of fresh real play, as spec.json holds them."""
+    from wmsim.bundle_eval import FIDELITY_SEED, evaluate_bundle, json_ready
+
+    metrics = evaluate_bundle(bundle, steps=steps, seed=FIDELITY_SEED)
+    return {"seed": FIDELITY_SEED, **json_ready(metrics)}
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -251,8 +269,8 @@ def export_run(args: ExportArgs) -> Bundle:
     """Export the run's checkpoint as a bundle at ``args.out`` (checked if ``args.check``)."""
     if args.out.suffix != ".wmsim":
         raise UserError(f"--out must name a NAME.wmsim directory, got {args.out.name!r}")
-    if args.contexts < 1:
-        raise UserError("--contexts must be positive")
+    if args.contexts < 1 or args.fidelity_steps < 0:
+        raise UserError("--contexts must be positive and --fidelity-steps 0 or more")
     model, saved = load_run(args.run, torch.device("cpu"))
     config = saved["config"]
     train: TrainConfig = from_dict(config["train"])
@@ -266,6 +284,6 @@ def export_run(args: ExportArgs) -> Bundle:
         args.out, model, contexts,
         game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
         config=config, training=_training_summary(args.run, saved), weights=args.weights,
-        check=args.check,
+        check=args.check, fidelity_steps=args.fidelity_steps,
     )  # fmt: skip
     return bundle
