@@ -45,7 +45,7 @@ def test_collect_then_data_info(tmp_path):
 
     info = wmsim("data", "info", out)
     assert info.returncode == 0, info.stderr
-    assert "game      Breakout: 64x64 RGB, frame skip 4" in info.stdout
+    assert "game      Breakout: 64x64 RGB (area resize), frame skip 4" in info.stdout
     assert "steps     600 in 1 chunks, 1 streams" in info.stdout
     assert "actions   NOOP" in info.stdout and "LEFT" in info.stdout
 

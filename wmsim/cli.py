@@ -110,7 +110,8 @@ def _data_info(argv: list[str]) -> int:
     )
     print(
         f"replay    {config.path}\n"
-        f"game      {env['game']}: {env['size']}x{env['size']} RGB, frame skip {env['frame_skip']}"
+        f"game      {env['game']}: {env['size']}x{env['size']} RGB ({env.get('resize', 'area')}"
+        f" resize), frame skip {env['frame_skip']}"
         f" (max of last 2), sticky actions p={env['sticky_action_prob']}, {noops},"
         f" cap {env['max_frames']} frames\n"
         f"steps     {summary.steps} in {summary.chunks} chunks, {summary.streams} streams\n"
