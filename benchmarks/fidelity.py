@@ -1,4 +1,4 @@
-"""Fidelity per backbone at one equal budget: which tiny preset draws the ball, the rewards, the ends.
+"""Fidelity per backbone at one equal budget: which tiny preset draws the ball, rewards, ends.
 
 Every tiny preset trains on the same replay for the same number of steps,
 seed 0, then is judged on the same held-out windows with wmsim.fidelity's
@@ -8,11 +8,17 @@ dreamed step). The wall clock of each run is printed beside it, since equal
 steps are not equal time.
 
     python benchmarks/fidelity.py --data REPLAY [--steps 1500] [--out runs/fidelity]
+        [--presets tiny-s5 ...] [--motion-weights 20 0]
+
+``--motion-weights`` trains each preset once per weight of the moving pixels'
+error (0: the papers' plain squared error), the loss ablation of
+small-objects-and-heads.md section 0 on whole world models.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -42,6 +48,20 @@ def judge(run: Path, replay: Replay, windows: int) -> dict[str, float]:
     return evaluate(model, batch, context, life_loss_ends=life_loss_ends)
 
 
+def variants(presets: list[str], motion_weights: list[float] | None) -> list[str]:
+    """Preset names to train: the presets, or one variant per motion weight, registered here."""
+    if motion_weights is None:
+        return presets
+    names = []
+    for name in presets:
+        for weight in motion_weights:
+            config = PRESETS[name]
+            model = dataclasses.replace(config.model, motion_weight=weight)
+            PRESETS[f"{name}@motion{weight:g}"] = dataclasses.replace(config, model=model)
+            names.append(f"{name}@motion{weight:g}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="replay directory")
@@ -49,10 +69,12 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=256, help="held-out windows judged")
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"), help="run directories")
     parser.add_argument("--presets", nargs="+", default=TINY, choices=sorted(PRESETS))
+    parser.add_argument("--motion-weights", nargs="+", type=float, default=None,
+                        help="train each preset with each of these motion weights")  # fmt: skip
     args = parser.parse_args()
     replay = Replay(args.data)
     rows = {}
-    for name in args.presets:
+    for name in variants(args.presets, args.motion_weights):
         run = args.out / name
         started = time.perf_counter()
         train(TrainArgs(data=args.data, out=run, steps=args.steps, preset=name,
