@@ -9,8 +9,8 @@ observation's pixels, and serves when no ball is in play; with probability
 every situation and plenty of lost lives.
 
 It reads Breakout's layout (at any observation size): the ball and the paddle
-are the red (200, 72, 72) pixels below the bricks, the paddle in the bottom
-tenth of the screen.
+are the red pixels (200, 72, 72, or fainter once area-resized) below the
+bricks, the paddle in the bottom tenth of the screen.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from wmsim.errors import UserError
-
-RED = np.array([200, 72, 72])
-"""Breakout's ball and paddle colour."""
 
 
 class TrackerPolicy:
@@ -48,7 +45,8 @@ class TrackerPolicy:
         if is_first:
             self.last_ball = None
         size = obs.shape[0]
-        red = np.abs(obs.astype(np.int16) - RED).sum(-1) < 60  # (H, W)
+        r, g, b = np.moveaxis(obs.astype(np.int16), -1, 0)
+        red = (r >= 100) & (r - g >= 50) & (r - b >= 50)  # (H, W); also a faded, area-resized ball
         red[:, : int(0.06 * size)] = red[:, int(0.94 * size) :] = False  # walls and their corners
         bottom = int(0.85 * size)
         wide = np.flatnonzero(red[bottom:].sum(1) >= 3)  # the paddle's rows
