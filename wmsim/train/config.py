@@ -141,6 +141,7 @@ PRESETS: dict[str, TrainConfig] = {
     "tiny-dreamerv2": TrainConfig(
         model=RSSMConfig(
             deter=128, hidden=128, stoch=32, classes=32, depth=16, head_width=128, head_layers=1,
+            motion_weight=TINY_LATENT["motion_weight"],
         ),
         **{**TINY_TRAINING, "eps": 1e-5, "grad_clip": 100.0},
     ),
