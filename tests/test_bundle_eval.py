@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wmsim.bundle import open_bundle
-from wmsim.bundle_eval import evaluate_bundle, play, table, window_starts
+from wmsim.bundle_eval import evaluate_bundle, json_ready, play, table, window_starts
 from wmsim.cli import main
 from wmsim.store import EMBEDDED
 
@@ -54,3 +54,13 @@ def test_too_few_steps_is_a_one_line_error(capsys):
 @pytest.mark.parametrize("stride", [0, -1])
 def test_a_bad_stride_is_refused(stride, capsys):
     assert main(["bundle", "eval", str(SHIPPED), "--stride", str(stride)]) != 0
+
+
+def test_sampled_dreams_are_seeded_and_differ_from_the_most_likely_one():
+    bundle = open_bundle(SHIPPED)
+    first = evaluate_bundle(bundle, steps=200, seed=7, stride=4, sampled=True)
+    again = evaluate_bundle(bundle, steps=200, seed=7, stride=4, sampled=True)
+    mode = evaluate_bundle(bundle, steps=200, seed=7, stride=4)
+    assert json_ready(first) == json_ready(again)  # NaN (no event) is never equal to itself
+    assert first["sampled"] and not mode["sampled"]
+    assert first["h16_mse"] != mode["h16_mse"]

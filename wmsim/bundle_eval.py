@@ -8,7 +8,8 @@ the real actions. :mod:`wmsim.fidelity` compares its frames with the real ones
 beside copying the last real frame, and its first dreamed reward and end with
 what really came next. Dreams take each step's most likely latent (constant
 noise 0.5 is the mode under the Gumbel-max sampling every bundle uses), so an
-evaluation is deterministic. Nothing here imports torch: it measures shipped
+evaluation is deterministic; ``--sampled`` dreams as a dream env does, sampling
+with seeded noise. Nothing here imports torch: it measures shipped
 models on a fresh install.
 """
 
@@ -45,6 +46,9 @@ class BundleEvalArgs:
     """Seeds the real game and the policy (training data is collected from seed 0 up)."""
     stride: int = 1
     """A window starts at every stride-th step."""
+    sampled: bool = False
+    """Dream as a dream env does, sampling each latent with seeded noise, instead of taking
+    the most likely one."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""
 
@@ -88,8 +92,11 @@ def window_starts(real: dict[str, np.ndarray], context: int, stride: int) -> np.
     return last[episode[last] == episode[last + context]]
 
 
-def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, context: int):
-    """Reconstructions, dreamed frames at :data:`HORIZONS`, first rewards and continues."""
+def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, context: int, rng=None):
+    """Reconstructions, dreamed frames at :data:`HORIZONS`, first rewards and continues.
+
+    ``rng`` (a numpy Generator) samples every latent; None takes the most likely.
+    """
     n, horizon = len(real["obs"]), max(HORIZONS)
     out: dict[str, list] = {"recon": [], "reward": [], "cont": [], **{h: [] for h in HORIZONS}}
     noise_shape = tuple(graphs.bundle.spec["noise"]["shape"])
@@ -102,6 +109,8 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
         out["recon"].append(graphs.decode(latent))
         noise = np.full((len(s), *noise_shape), 0.5, np.float32)
         for h in range(1, horizon + 1):
+            if rng is not None:
+                noise = rng.random((len(s), *noise_shape), dtype=np.float32)
             action = real["action"][np.minimum(s + context - 2 + h, n - 1)]
             state, reward, cont, latent = graphs.step(state, action, noise)
             if h == 1:
@@ -113,7 +122,13 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
 
 
 def evaluate_bundle(
-    bundle: Bundle, *, steps: int, seed: int, stride: int = 1, device: str = "cpu"
+    bundle: Bundle,
+    *,
+    steps: int,
+    seed: int,
+    stride: int = 1,
+    sampled: bool = False,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """The fidelity metrics of ``bundle`` on fresh real play (see the module docstring)."""
     from wmsim_server.runtime import Graphs
@@ -125,10 +140,11 @@ def evaluate_bundle(
         raise UserError(f"--steps must be over {context + max(HORIZONS)} and --stride positive")
     real = play(bundle.spec, steps, seed)
     starts = window_starts(real, context, stride)
-    dream = dream_windows(Graphs(bundle, device=device), real, starts, context)
+    rng = np.random.default_rng(seed) if sampled else None
+    dream = dream_windows(Graphs(bundle, device=device), real, starts, context, rng)
     episode, obs = real["episode"], real["obs"]
     last = starts + context - 1  # the last real frame each dream starts from
-    metrics: dict[str, float] = {"real_steps": steps, "windows": len(starts)}
+    metrics: dict[str, float] = {"real_steps": steps, "windows": len(starts), "sampled": sampled}
     judged = {"recon": (last, dream["recon"], last - 1)}
     for h in HORIZONS:
         t = np.minimum(last + h, len(obs) - 1)

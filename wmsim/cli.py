@@ -270,10 +270,13 @@ def _bundle_eval(argv: list[str]) -> int:
 
     args = _parse_positional(BundleEvalArgs, "wmsim bundle eval", argv)
     bundle = open_bundle(args.path)
-    metrics = evaluate_bundle(bundle, steps=args.steps, seed=args.seed, stride=args.stride)
+    metrics = evaluate_bundle(
+        bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled
+    )
+    kind = "sampled" if args.sampled else "most likely"
     print(
-        f"{bundle.path}: {bundle.game}, {metrics['windows']} dreams from {args.steps} real steps "
-        f"(seed {args.seed}); object recall beside copying the last real frame"
+        f"{bundle.path}: {bundle.game}, {metrics['windows']} dreams ({kind} latents) from "
+        f"{args.steps} real steps (seed {args.seed}); object recall beside copying the last frame"
     )
     print(table(metrics))
     if args.json is not None:
