@@ -91,4 +91,6 @@ def test_end_recall_precision_and_probability_ratio():
     m = fidelity.end_metrics(cont, ends)
     assert m["end_events"] == 2
     assert m["end_recall"] == 0.5 and m["end_precision"] == 0.5
+    assert m["end_prob_at_ends"] == pytest.approx((0.8 + 0.4) / 2)
+    assert m["end_prob_elsewhere"] == pytest.approx((0.1 + 0.6 + 0.1) / 3)
     assert m["end_prob_ratio"] == pytest.approx(((0.8 + 0.4) / 2) / ((0.1 + 0.6 + 0.1) / 3))

@@ -192,7 +192,8 @@ def table(metrics: dict[str, float]) -> str:
     )
     lines.append(
         f"ends one step ahead: recall {metrics['end_recall']:.2f}, precision "
-        f"{metrics['end_precision']:.2f}, end probability at real ends / elsewhere "
-        f"{metrics['end_prob_ratio']:.1f}x over {metrics['end_events']} events"
+        f"{metrics['end_precision']:.2f}, mean end probability {metrics['end_prob_at_ends']:.3f} "
+        f"at real ends, {metrics['end_prob_elsewhere']:.3f} elsewhere "
+        f"({metrics['end_prob_ratio']:.1f}x) over {metrics['end_events']} events"
     )
     return "\n".join(lines)

@@ -201,6 +201,9 @@ def end_metrics(continue_prob: np.ndarray, ends: np.ndarray) -> dict[str, float]
         "end_events": int(ends.sum()),
         "end_recall": _ratio((guess & ends).sum(), ends.sum()),
         "end_precision": _ratio((guess & ends).sum(), guess.sum()),
+        "end_prob_at_ends": at_ends,
+        # a dream env draws an end from this every step: its false ends compound
+        "end_prob_elsewhere": elsewhere,
         "end_prob_ratio": at_ends / elsewhere if elsewhere > 0 else float("nan"),
     }
 
