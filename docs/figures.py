@@ -10,12 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wmsim.collect.atari import AtariEnv
+from wmsim.collect.atari import AtariConfig, AtariEnv, block_max
 
 
-def ball_in_play(steps: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def ball_in_play(
+    steps: int, seed: int, resize: str = "area"
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``steps`` full 210x160 frames with the ball in the open field, and their 64x64 forms."""
-    env = AtariEnv(render_mode="rgb_array")
+    env = AtariEnv(AtariConfig(resize=resize), render_mode="rgb_array")
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     env.step(1)  # FIRE launches the ball
@@ -45,9 +47,10 @@ def stack(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def preprocessing(path: Path, steps: int = 6, seed: int = 4) -> None:
-    """Top: full 210x160 frames; bottom: the 64x64 frames wmsim stores, scaled up."""
+    """Top: full 210x160 frames; then the 64x64 frames by area average and by block max."""
     full, small = ball_in_play(steps, seed)
-    cv2.imwrite(str(path), stack([row(full, 210), row(small, 160)])[..., ::-1])
+    maxed = [block_max(frame, 64) for frame in full]
+    cv2.imwrite(str(path), stack([row(full, 210), row(small, 160), row(maxed, 160)])[..., ::-1])
 
 
 def reconstruction(run: Path, path: Path, steps: int = 6, seed: int = 4) -> None:
@@ -57,11 +60,14 @@ def reconstruction(run: Path, path: Path, steps: int = 6, seed: int = 4) -> None
     """
     import torch
 
+    from wmsim.replay import Replay
     from wmsim.train.checkpoint import load_checkpoint
     from wmsim.train.loop import world_model_of
 
-    model = world_model_of(load_checkpoint(run), torch.device("cpu"))
-    _, small = ball_in_play(steps, seed)
+    saved = load_checkpoint(run)
+    model = world_model_of(saved, torch.device("cpu"))
+    resize = Replay(Path(saved["config"]["data"])).env.get("resize", "area")
+    _, small = ball_in_play(steps, seed, resize)
     with torch.no_grad():
         post = model.encode(torch.from_numpy(np.stack(small))[None])
         latent = torch.nn.functional.one_hot(post.argmax(-1), post.shape[-1]).flatten(-2)
