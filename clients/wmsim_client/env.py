@@ -33,7 +33,25 @@ RENDER_FPS = 15
 """Agent steps per second: Atari's 60 frames per second with the bundles' frame skip of 4."""
 
 
-def check_options(obs_type: str, render_mode: str | None, max_episode_steps: int | None) -> None:
+ENDS = ("sampled", "likely")
+"""How a dream episode ends: drawn with the continue head's probability each step, or where
+the head finds an end more likely than not (STORM's and DRAMA's imagination)."""
+
+
+def terminations(stepped: Any, ends: str) -> np.ndarray:
+    """(n,) bool: which stepped rows end their episode, under ``ends`` (see :data:`ENDS`).
+
+    Both are computed from what every simulator returns (the row's own seeded
+    draw and the continue probability), so a remote env ends where an in-process one does.
+    """
+    if ends == "likely":
+        return np.asarray(stepped.cont) < 0.5
+    return np.asarray(stepped.terminated, bool)
+
+
+def check_options(
+    obs_type: str, render_mode: str | None, max_episode_steps: int | None, ends: str = "sampled"
+) -> None:
     """Reject bad constructor options before any model is loaded.
 
     Raises:
@@ -54,6 +72,8 @@ def check_options(obs_type: str, render_mode: str | None, max_episode_steps: int
         raise ValueError(
             f"max_episode_steps must be None or a positive int, got {max_episode_steps!r}"
         )
+    if ends not in ENDS:
+        raise ValueError(f"ends must be one of {', '.join(ENDS)}, got {ends!r}")
 
 
 def open_simulator(  # noqa: D417 (the envs document the shared options)
@@ -152,6 +172,10 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         threads: onnxruntime intra-op threads (default: one per core).
         max_episode_steps: truncate episodes after this many steps. Usually None: the
             registered ids get gymnasium's TimeLimit instead.
+        ends: ``"sampled"`` (default): an episode ends with the continue head's probability
+            each step; ``"likely"``: where that probability falls below 0.5, as STORM and
+            DRAMA end their imagined episodes. A model whose head puts a few percent of
+            end probability everywhere ends most sampled dreams early, at random.
         simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``
             and the server options are then unused.
         server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
@@ -173,13 +197,15 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         device: str = "auto",
         threads: int | None = None,
         max_episode_steps: int | None = None,
+        ends: str = "sampled",
         simulator: Simulator | None = None,
         server: str | None = None,
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
     ):
-        check_options(obs_type, render_mode, max_episode_steps)
+        check_options(obs_type, render_mode, max_episode_steps, ends)
+        self.ends = ends
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=1, obs_type=obs_type, render_mode=render_mode,
             device=device, threads=threads, simulator=simulator,
@@ -225,7 +251,8 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         limit = self.max_episode_steps
         truncated = limit is not None and self._elapsed >= limit
         cont = float(stepped.cont[0])
-        return (stepped.obs[0], float(stepped.reward[0]), bool(stepped.terminated[0]), truncated,
+        terminated = bool(terminations(stepped, self.ends)[0])
+        return (stepped.obs[0], float(stepped.reward[0]), terminated, truncated,
                 {"continue": cont})  # fmt: skip
 
     def render(self) -> np.ndarray | None:

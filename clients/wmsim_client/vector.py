@@ -26,6 +26,7 @@ from wmsim_client.env import (
     check_options,
     observation_space,
     open_simulator,
+    terminations,
 )
 from wmsim_client.simulator import Simulator
 
@@ -72,6 +73,7 @@ class DreamVectorEnv(VectorEnv):
             :class:`wmsim_client.env.DreamEnv`.
         max_episode_steps: truncate each episode after this many steps (``make_vec``
             passes the registration's limit here); None for no limit.
+        ends: as for :class:`wmsim_client.env.DreamEnv`.
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
         simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
             and ``threads`` are then unused.
@@ -90,6 +92,7 @@ class DreamVectorEnv(VectorEnv):
         device: str = "auto",
         threads: int | None = None,
         max_episode_steps: int | None = None,
+        ends: str = "sampled",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         simulator: Simulator | None = None,
         server: str | None = None,
@@ -101,7 +104,8 @@ class DreamVectorEnv(VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
-        check_options(obs_type, render_mode, max_episode_steps)
+        check_options(obs_type, render_mode, max_episode_steps, ends)
+        self.ends = ends
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=int(num_envs), obs_type=obs_type,
             render_mode=render_mode, device=device, threads=threads, simulator=simulator,
@@ -247,7 +251,7 @@ class DreamVectorEnv(VectorEnv):
         self._elapsed[rows] += 1
         rewards[rows] = stepped.reward
         cont = np.asarray(stepped.cont, np.float64)
-        terminated[rows] = stepped.terminated
+        terminated[rows] = terminations(stepped, self.ends)
         if self.max_episode_steps is not None:
             truncated[rows] = self._elapsed[rows] >= self.max_episode_steps
         ended = terminated | truncated

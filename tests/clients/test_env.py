@@ -112,6 +112,17 @@ def test_the_continue_probability_decides_termination(fake_simulator):
     assert 0.6 < ends(0.3) < 0.8  # terminates with probability 1 - continue
 
 
+def test_likely_ends_come_where_an_end_is_more_likely_than_not(fake_simulator):
+    def ends(cont, steps=200):
+        env = DreamEnv(simulator=fake_simulator(1, cont), ends="likely")
+        env.reset(seed=0)
+        return np.mean([env.step(0)[2] for _ in range(steps)])
+
+    assert ends(0.3) == 1 and ends(0.55) == 0 and ends(0.97) == 0
+    with pytest.raises(ValueError, match="ends must be one of sampled, likely"):
+        DreamEnv(simulator=fake_simulator(1), ends="never")
+
+
 def test_a_seed_goes_to_the_simulator_row_once(fake_simulator):
     simulator = fake_simulator(1)
     env = DreamEnv(simulator=simulator)

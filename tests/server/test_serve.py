@@ -90,6 +90,18 @@ def test_remote_dreams_what_in_process_dreams_for_the_same_seeds(server, obs_typ
     local.close()
 
 
+def test_likely_ends_are_the_same_remote_and_in_process(server):
+    remote = gymnasium.make_vec(ID, num_envs=4, server=server.address, ends="likely")
+    local = gymnasium.make_vec(ID, num_envs=4, threads=1, ends="likely")
+    for a, b in zip(play(remote, 40, 3), play(local, 40, 3), strict=True):
+        if len(a) == 5:
+            assert np.array_equal(a[2], b[2])  # terminated
+            stepped = a[4]["_continue"]  # sub-envs reset in this step took no step
+            assert np.array_equal(a[2][stepped], a[4]["continue"][stepped] < 0.5)
+    remote.close()
+    local.close()
+
+
 def test_a_remote_single_env_passes_gymnasiums_check_env_and_renders(server):
     env = gymnasium.make(ID, server=server.address, render_mode="rgb_array")
     check_env(env.unwrapped, skip_render_check=False)

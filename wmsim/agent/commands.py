@@ -43,6 +43,9 @@ class AgentTrainArgs:
     """With --env: a `wmsim serve` address (host:port) to dream on."""
     num_envs: int = 16
     """With --env: envs stepped side by side."""
+    ends: Literal["sampled", "likely"] | None = None
+    """With --env and a wmsim dream env: how dream episodes end, sampled with the continue
+    head's probability or where an end is more likely than not (default: the env's)."""
     eval_game: str | None = None
     """With --env: the real game to evaluate on (default: the one in a wmsim env id)."""
     train_every: int | None = None

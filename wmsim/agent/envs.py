@@ -109,6 +109,8 @@ def _eval_game(args: Any) -> str:
 
 def _make_envs(args: Any) -> gymnasium.vector.VectorEnv:
     kwargs = {"server": args.server} if args.server else {}
+    if args.ends is not None:
+        kwargs["ends"] = args.ends
     try:
         envs = gymnasium.make_vec(args.env, num_envs=args.num_envs, **kwargs)
     except gymnasium.error.Error as error:
@@ -177,7 +179,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     # the real game is played as the env's frames were made (a dream's bundle records it)
     resize = envs.metadata.get("real_game", {}).get("resize", "area")
     resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
-                "seed": args.seed, "num_envs": args.num_envs, "resize": resize,
+                "seed": args.seed, "num_envs": args.num_envs, "ends": args.ends, "resize": resize,
                 "agent": to_dict(config)}  # fmt: skip
     out = args.out
     has_checkpoint = (out / CHECKPOINT).exists()
