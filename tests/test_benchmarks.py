@@ -83,3 +83,14 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     assert float(rows["remote 2 clients x 2"][-1]) >= 1  # envs per model call
     assert lines[-2].startswith("target: remote / in-process at batch 4 at least 0.8")
     assert lines[-1].startswith("target: 2 x 2 / 1 x 4 at least 0.8")
+
+
+def test_fidelity_benchmark_prints_a_row_per_preset_and_motion_weight(breakout_replay, tmp_path):
+    command = [sys.executable, "benchmarks/fidelity.py", "--data", str(breakout_replay),
+               "--steps", "2", "--windows", "4", "--out", str(tmp_path),
+               "--presets", "tiny-s5", "--motion-weights", "20", "0"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| tiny-s5@motion")]
+    assert [row.split()[1] for row in rows] == ["tiny-s5@motion20", "tiny-s5@motion0"]
+    assert (tmp_path / "fidelity.json").is_file()
