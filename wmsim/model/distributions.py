@@ -37,6 +37,14 @@ def unimix(logits: Tensor, ratio: float) -> Tensor:
     return torch.log(probs)
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in fp32, or as it is when wider (fp64 in tests).
+
+    Under bf16 autocast, log-probabilities, KLs and losses need the precision.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def sample_one_hot(log_probs: Tensor, noise: Tensor | None) -> Tensor:
     """A one-hot sample with straight-through gradients; the mode when ``noise`` is None.
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wmsim.model.distributions import at_least_fp32
+
 
 def frames_to_input(frames: Tensor) -> Tensor:
     """uint8 frames (..., H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
@@ -57,7 +59,8 @@ def reconstruction_loss(
         motion_weight: extra weight of the moving pixels' error (0: plain MSE).
         threshold: change that makes a pixel move (see :func:`moving_pixels`).
     """
-    error = (recon.float() - frames_to_input(frames)).square()  # (B * T, 3, H, W)
+    recon = at_least_fp32(recon)  # bf16 under autocast
+    error = (recon - frames_to_input(frames).to(recon.dtype)).square()  # (B * T, 3, H, W)
     if motion_weight:
         moving = moving_pixels(frames, is_first, threshold).flatten(0, 1)[:, None]
         error = error * (1.0 + motion_weight * moving.to(error.dtype))

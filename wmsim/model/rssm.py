@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.backbones.gru import LayerNormGRUCell
-from wmsim.model.distributions import TwoHot, categorical_kl, sample_one_hot, unimix
+from wmsim.model.distributions import (
+    TwoHot,
+    at_least_fp32,
+    categorical_kl,
+    sample_one_hot,
+    unimix,
+)
 from wmsim.model.networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPHead
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
 
@@ -117,8 +123,7 @@ class RSSMWorldModel(nn.Module):
         return (self.config.stoch, self.config.classes)
 
     def _dist(self, logits: Tensor) -> Tensor:
-        # fp32 under bf16 autocast: log-probabilities and KLs need the precision
-        logits = logits.float().unflatten(-1, (self.config.stoch, self.config.classes))
+        logits = at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
         return unimix(logits, self.config.unimix)
 
     def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
@@ -189,10 +194,12 @@ class RSSMWorldModel(nn.Module):
             recon, obs, batch["is_first"],
             motion_weight=c.motion_weight, threshold=c.motion_threshold,
         )  # fmt: skip
-        reward_loss = self.two_hot.loss(self.reward(features).float(), batch["reward"]).mean()
+        reward_loss = self.two_hot.loss(
+            at_least_fp32(self.reward(features)), batch["reward"]
+        ).mean()
         ends = batch["is_terminal"] | (batch["life_loss"] if c.life_loss_ends else False)
-        cont_logits = self.cont(features).squeeze(-1).float()
-        cont_loss = F.binary_cross_entropy_with_logits(cont_logits, (~ends).float())
+        cont_logits = at_least_fp32(self.cont(features).squeeze(-1))
+        cont_loss = F.binary_cross_entropy_with_logits(cont_logits, (~ends).to(cont_logits.dtype))
         prior_term = (
             categorical_kl(out["post"].detach(), out["prior"]).mean().clamp(min=c.free_nats)
         )

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.backbones import BackboneConfig, State, TransformerConfig, make_backbone
-from wmsim.model.distributions import TwoHot, categorical_kl, sample_one_hot, unimix
+from wmsim.model.distributions import (
+    TwoHot,
+    at_least_fp32,
+    categorical_kl,
+    sample_one_hot,
+    unimix,
+)
 from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
 
@@ -158,8 +164,7 @@ class LatentWorldModel(nn.Module):
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
         c = self.config
-        # fp32 under bf16 autocast: log-probabilities and KLs need the precision
-        return unimix(logits.float().unflatten(-1, (c.stoch, c.classes)), c.unimix)
+        return unimix(at_least_fp32(logits).unflatten(-1, (c.stoch, c.classes)), c.unimix)
 
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (B, T, H, W, 3) -> posterior log-probabilities (B, T, S, K)."""
@@ -204,14 +209,16 @@ class LatentWorldModel(nn.Module):
         rep = categorical_kl(post[:, 1:], prior.detach())
         dyn_loss, rep_loss = self._free_bits(dyn, valid), self._free_bits(rep, valid)
 
-        reward_logits = self.reward(h[:, :-1]).float()
+        reward_logits = at_least_fp32(self.reward(h[:, :-1]))
         reward_loss = masked_mean(self.two_hot.loss(reward_logits, batch["reward"][:, 1:]), valid)
         ends = batch["is_terminal"][:, 1:]
         if c.life_loss_ends:
             ends = ends | batch["life_loss"][:, 1:]
-        cont_logits = self.cont(h[:, :-1]).squeeze(-1).float()
+        cont_logits = at_least_fp32(self.cont(h[:, :-1]).squeeze(-1))
         cont_loss = masked_mean(
-            F.binary_cross_entropy_with_logits(cont_logits, (~ends).float(), reduction="none"),
+            F.binary_cross_entropy_with_logits(
+                cont_logits, (~ends).to(cont_logits.dtype), reduction="none"
+            ),
             valid,
         )
         loss = (

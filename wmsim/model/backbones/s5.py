@@ -176,8 +176,9 @@ class S5SSM(nn.Module):
         """Parallel form: u (B, T, H), is_first (B, T), x0 (B, 2, P/2) -> y (B, T, H), x_T."""
         # The scan multiplies up to T decays: under bf16 autocast its error would compound, so
         # the layer runs in fp32 whatever the surrounding precision (as Mamba keeps its SSM state).
+        kind = torch.promote_types(u.dtype, torch.float32)  # at least fp32 (tests run fp64)
         with torch.autocast(u.device.type, enabled=False):
-            return self._forward(u.float(), is_first, x0.float())
+            return self._forward(u.to(kind), is_first, x0.to(kind))
 
     def _forward(self, u: Tensor, is_first: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
         lambda_bar, b_bar = self.discretize()
