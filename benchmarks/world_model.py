@@ -4,7 +4,9 @@ For each world model (STORM's transformer, the GRU backbone, DreamerV2's RSSM,
 DRAMA's Mamba-2, S5):
 
 - training: frames per second of a full gradient step (loss, backward, Adam)
-  on a batch of B x T frames;
+  on a batch of B x T frames, in fp32 and under bf16 autocast (what
+  ``wmsim train --precision auto`` takes where the hardware has native bf16),
+  measured alternately and side by side;
 - imagination: dreamed steps per second (latent only, and with the frame
   decoded) at batch 1, 16 and 256, from a primed state;
 - for the transformer, the ring-buffer KV-cache step against recomputing the
@@ -71,17 +73,23 @@ def fake_batch(batch: int, length: int, device) -> dict[str, torch.Tensor]:
     }
 
 
-def training_rate(model, batch: int, length: int, device, repeats: int) -> float:
+def training_rates(model, batch: int, length: int, device, repeats: int) -> tuple[float, float]:
+    """Frames/s of a training step in fp32 and under bf16 autocast, timed alternately."""
     data = fake_batch(batch, length, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def step():
-        loss, _ = model.loss(data)
+    def step(autocast: bool):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss, _ = model.loss(data)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    return batch * length / timed(step, repeats)
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        for k, autocast in enumerate((False, True)):
+            best[k] = min(best[k], timed(lambda a=autocast: step(a), 1))
+    return batch * length / best[0], batch * length / best[1]
 
 
 @torch.no_grad()
@@ -139,7 +147,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads")
     b, t = args.train_batch
-    header = f"{'model':28s}{'params':>8s}{'train fps':>11s}"
+    header = f"{'model':28s}{'params':>8s}{'train fps':>11s}{'bf16 fps':>10s}{'bf16 x':>8s}"
     header += "".join(f"{'imag/s b' + str(n):>13s}" for n in args.batches)
     header += "".join(f"{'+decode b' + str(n):>14s}" for n in args.batches)
     print(f"training on {b} x {t} frames; imagination in dreamed steps/s (latent, then +decode)")
@@ -148,8 +156,8 @@ def main() -> None:
     for label, config in MODELS[args.size].items():
         model = make_world_model(config, ACTIONS).to(device)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        fps = training_rate(model.train(), b, t, device, args.repeats)
-        row = f"{label:28s}{params:7.1f}M{fps:11.0f}"
+        fps, bf16 = training_rates(model.train(), b, t, device, args.repeats)
+        row = f"{label:28s}{params:7.1f}M{fps:11.0f}{bf16:10.0f}{bf16 / fps:7.2f}x"
         model.eval()
         latent = [
             imagination_rate(model, n, args.steps, False, device, args.repeats)
