@@ -88,6 +88,7 @@ def test_the_loop_starts_from_a_trained_world_model(world_model_run, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["train"] == source["config"]["train"]  # tiny-gru's, not the tiny preset's
     assert config["world_model_from"] == {"run": str(world_model_run)}
+    assert config["resize"] == "area"  # the frames that world model learned from
     agent_train(  # and trains on from there
         AgentTrainArgs(out=out, game="Breakout", env_steps=48, world_model=world_model_run,
                        resume=True, **start), progress=False,

@@ -72,7 +72,7 @@ def resolve_agent(
     agent = dataclasses.replace(agent_preset(preset_name), **overrides)
     if min(agent.train_every, agent.imagine_batch, agent.context, agent.horizon) < 1:
         raise UserError("--train-every, --imagine-batch, --context and --horizon must be positive")
-    train, start = to_dict(preset(agent.world_model)), None
+    train, start, resize = to_dict(preset(agent.world_model)), None, "area"
     if world_model is not None:
         saved = load_checkpoint(world_model)
         if saved["config"].get("game") != game:
@@ -87,6 +87,8 @@ def resolve_agent(
                 "agent trains on the latent-per-frame ones (storm, drama, s5 and their tiny forms)"
             )
         start = {"run": str(world_model)}  # not its step: that run may train on meanwhile
+        # the loop plays the real game with the frames that world model learned from
+        resize = Replay(Path(saved["config"]["data"])).env.get("resize", "area")
     return {
         "kind": "world-model",
         "preset": preset_name,
@@ -95,6 +97,7 @@ def resolve_agent(
         "agent": to_dict(agent),
         "train": train,
         "world_model_from": start,
+        "resize": resize,
     }
 
 
@@ -106,7 +109,9 @@ class AgentRun:
         self.config: AgentConfig = from_dict(resolved["agent"])
         self.train_config: TrainConfig = from_dict(resolved["train"])
         seed = resolved["seed"]
-        self.env = AtariEnv(AtariConfig(game=resolved["game"]))
+        self.env = AtariEnv(
+            AtariConfig(game=resolved["game"], resize=resolved.get("resize", "area"))
+        )
         self.num_actions = int(self.env.action_space.n)
         manifest = make_manifest(dataclasses.asdict(self.env.config), self.env.action_meanings)
         self.lock = ReplayLock(out / REPLAY, manifest)
@@ -202,7 +207,7 @@ class AgentRun:
         """Mean score (and HNS) of ``episodes`` real episodes with the current policy."""
         return evaluate_policy(
             self.policy(), self.resolved["game"], episodes, seed=10_000 + self.env_steps,
-            max_frames=self.config.eval_max_frames,
+            max_frames=self.config.eval_max_frames, resize=self.resolved.get("resize", "area"),
         )  # fmt: skip
 
 
