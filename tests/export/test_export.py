@@ -22,7 +22,10 @@ PRESETS = ["tiny", "tiny-gru", "tiny-drama", "tiny-s5", "tiny-dreamerv2", "tiny-
 
 def trained(replay, tmp_path, name):
     out = tmp_path / "run"
-    train(TrainArgs(data=replay, out=out, steps=2, preset=name, batch=2, length=8), progress=False)
+    # fp32: two steps leave near-ties between latent classes, and bf16 kernels may round them
+    # differently from run to run; the test is about onnxruntime == torch, not training precision
+    train(TrainArgs(data=replay, out=out, steps=2, preset=name, batch=2, length=8,
+                    precision="fp32"), progress=False)  # fmt: skip
     return out
 
 
