@@ -21,13 +21,18 @@ from wmsim.store import resolve_model
 from wmsim.video import side_by_side, write_video
 
 
-def play_real(spec: dict, steps: int, seed: int) -> dict[str, np.ndarray]:
-    """``steps`` real steps of a random policy from an episode start: frames, actions, is_first."""
+def real_env(spec: dict):
+    """The real game under a bundle's own settings (frame skip, resize, ...), as an AtariEnv."""
     from wmsim.collect.atari import AtariConfig, AtariEnv
 
     known = {f.name for f in dataclasses.fields(AtariConfig)}
     settings = {k: v for k, v in spec.get("env", {}).items() if k in known}
-    env = AtariEnv(AtariConfig(**{**settings, "game": spec["game"]}))
+    return AtariEnv(AtariConfig(**{**settings, "game": spec["game"]}))
+
+
+def play_real(spec: dict, steps: int, seed: int) -> dict[str, np.ndarray]:
+    """``steps`` real steps of a random policy from an episode start: frames, actions, is_first."""
+    env = real_env(spec)
     rng = np.random.default_rng(seed)
     frame, _ = env.reset(seed=seed)
     frames, actions = [frame], []

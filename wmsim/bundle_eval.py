@@ -15,7 +15,6 @@ models on a fresh install.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from wmsim import fidelity
 from wmsim.bundle import Bundle
+from wmsim.bundle_dream import real_env
 from wmsim.errors import UserError
 
 HORIZONS = (1, 4, 16)
@@ -55,11 +55,7 @@ class BundleEvalArgs:
 
 def play(spec: dict, steps: int, seed: int) -> dict[str, np.ndarray]:
     """``steps`` real steps of a seeded random policy, across episodes, with every flag."""
-    from wmsim.collect.atari import AtariConfig, AtariEnv
-
-    known = {f.name for f in dataclasses.fields(AtariConfig)}
-    settings = {k: v for k, v in spec.get("env", {}).items() if k in known}
-    env = AtariEnv(AtariConfig(**{**settings, "game": spec["game"]}))
+    env = real_env(spec)
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "episode", "end", "lost")}
     obs, _ = env.reset(seed=seed)
