@@ -52,3 +52,34 @@ def test_adding_a_damaged_bundle_is_refused(tmp_path, capsys):
     assert main(["models", "add", str(broken)]) == 2
     assert "step.onnx is missing" in capsys.readouterr().err
     assert not (store() / "Breakout.wmsim").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".hidden", "x" * 101, "x.wmsim.wmsim", "../escape", "a/b", "with space"]
+)
+def test_bad_store_names_are_refused_in_one_line(name, capsys):
+    assert main(["models", "add", str(DEFAULT), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert "a model name is 1 to 100 letters" in err and "Traceback" not in err
+    assert not store().exists() or not list(store().iterdir())
+
+
+def test_a_stored_model_is_replaced_only_with_force(capsys):
+    assert main(["models", "add", str(DEFAULT), "--name", "mine.wmsim"]) == 0
+    assert resolve_model("Breakout", model="mine") == store() / "mine.wmsim"
+    assert main(["models", "add", str(DEFAULT), "--name", "mine"]) == 2
+    assert "already holds 'mine'" in capsys.readouterr().err
+    assert main(["models", "add", str(DEFAULT), "--name", "mine", "--force"]) == 0
+
+
+def test_a_full_disk_during_add_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    assert main(["models", "add", str(DEFAULT), "--name", "big"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "WMSIM_HOME" in err and "Traceback" not in err
+    assert not (store() / "big.wmsim").exists() and not list(store().glob(".*"))

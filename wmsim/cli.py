@@ -286,8 +286,7 @@ def _bundle_eval(argv: list[str]) -> int:
 
 
 def _models_list(argv: list[str]) -> int:
-    import json as json_module
-
+    from wmsim.bundle import read_spec
     from wmsim.store import list_models, store
 
     if argv:
@@ -295,11 +294,12 @@ def _models_list(argv: list[str]) -> int:
     found = list_models()
     for where, path in found:
         try:
-            spec = json_module.loads((path / "spec.json").read_text())
+            spec = read_spec(path)
             steps = spec.get("training", {}).get("steps", "?")
             about = f"{spec['game']:12s} {spec['model']['type']} ({steps} steps)"
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            about = f"(unreadable: {error}; `wmsim bundle check` says more)"
+        except (UserError, AttributeError, KeyError, TypeError) as error:
+            problem = str(error).removeprefix(f"{path} is not a usable model bundle: ")[:160]
+            about = f"(unusable: {problem}; `wmsim bundle check` says more)"
         print(f"{path.stem:24s} {where:9s} {about}  {path}")
     if not any(where == "store" for where, _ in found):
         print(f"(the store, {store()}, is empty; `wmsim models add BUNDLE` fills it)")
@@ -314,6 +314,8 @@ class ModelsAddArgs:
     """The NAME.wmsim directory."""
     name: str | None = None
     """Name in the store (default: the bundle's game, which makes it that game's default)."""
+    force: bool = False
+    """Replace a stored model of that name."""
 
 
 def _models_add(argv: list[str]) -> int:
@@ -323,7 +325,8 @@ def _models_add(argv: list[str]) -> int:
 
     args = _parse_positional(ModelsAddArgs, "wmsim models add", argv)
     bundle = open_bundle(args.path)
-    target = add_model(bundle.path, args.name or bundle.game)
+    name = bundle.game if args.name is None else args.name
+    target = add_model(bundle.path, name, force=args.force)
     if target.stem == bundle.game:
         how = f"gymnasium.make('wmsim/{bundle.game}-dream-v0') loads it unless WMSIM_MODEL is set"
     else:

@@ -23,6 +23,8 @@ from wmsim.errors import UserError
 from wmsim.files import replace_dir, staging_dir
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 100
+"""A stored model's name is at most this long (file names stop at 255 bytes)."""
 
 EMBEDDED = Path(__file__).resolve().parent / "bundles"
 """Bundles shipped inside the package."""
@@ -91,22 +93,52 @@ def list_models() -> list[tuple[str, Path]]:
     return found
 
 
-def add_model(bundle: Path, name: str) -> Path:
-    """Copy ``bundle`` into the store as ``<name>.wmsim``, replacing one of that name whole.
+def check_name(name: str) -> str:
+    """A store name, without ``.wmsim``, after checking it can name a bundle and load again.
 
     Raises:
-        UserError: ``name`` is not a plain name, or the copy does not verify.
+        UserError: empty, too long, odd characters, or ``.wmsim`` twice.
     """
-    from wmsim.bundle import open_bundle
+    stem = name.removesuffix(".wmsim")
+    if not NAME.fullmatch(name) or not stem or len(stem) > MAX_NAME or stem.endswith(".wmsim"):
+        raise UserError(
+            f"a model name is 1 to {MAX_NAME} letters, digits, '_', '.' and '-', starting with a "
+            f"letter or digit, with at most one '.wmsim' at the end; got {name[:120]!r}"
+        )
+    return stem
 
-    if not NAME.fullmatch(name):
-        raise UserError(f"a model name is letters, digits, '_', '.' and '-', got {name!r}")
-    target = store() / f"{name.removesuffix('.wmsim')}.wmsim"
-    tmp = staging_dir(target)
+
+def add_model(bundle: Path, name: str, *, force: bool = False) -> Path:
+    """Copy ``bundle``'s files into the store as ``<name>.wmsim``.
+
+    Only the files a bundle holds are copied, after the source checks (so no link
+    is followed and nothing else comes along), and the copy is checked again
+    before it is renamed into place.
+
+    Raises:
+        UserError: a bad name, a stored model of that name without ``force``, a
+            damaged bundle, or a copy that fails (a full disk), naming the fix.
+    """
+    from wmsim.bundle import FILES, SPEC, open_bundle
+
+    target = store() / f"{check_name(name)}.wmsim"
+    if target.exists() and not force:
+        raise UserError(f"the store already holds {target.stem!r} ({target}); pass --force to "
+                        "replace it, or choose another --name")  # fmt: skip
+    source = open_bundle(bundle)
+    tmp = None
     try:
-        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+        tmp = staging_dir(target)
+        for file in (SPEC, *FILES):
+            shutil.copyfile(source.path / file, tmp / file, follow_symlinks=False)
         open_bundle(tmp)  # what landed is what was checked
         replace_dir(tmp, target)
+    except OSError as error:
+        raise UserError(
+            f"cannot copy {bundle} into {store()}: {error.strerror or error}; free some space "
+            "there, or set WMSIM_HOME to a directory on another disk"
+        ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
