@@ -43,9 +43,16 @@ class AgentTrainArgs:
     """With --env: a `wmsim serve` address (host:port) to dream on."""
     num_envs: int = 16
     """With --env: envs stepped side by side."""
+    model: str | None = None
+    """With --env and a wmsim dream env: the bundle to dream in (a path or a stored model's
+    name; default: the env's, the game's shipped model)."""
     ends: Literal["sampled", "likely"] | None = None
     """With --env and a wmsim dream env: how dream episodes end, sampled with the continue
     head's probability or where an end is more likely than not (default: the env's)."""
+    max_episode_steps: int | None = None
+    """With --env: truncate episodes after this many steps (default: the env's registered
+    limit). Short dream episodes restart often from real contexts, where a dream is closest
+    to the game; the value function bootstraps across the cut."""
     eval_game: str | None = None
     """With --env: the real game to evaluate on (default: the one in a wmsim env id)."""
     train_every: int | None = None

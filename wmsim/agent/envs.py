@@ -109,8 +109,14 @@ def _eval_game(args: Any) -> str:
 
 def _make_envs(args: Any) -> gymnasium.vector.VectorEnv:
     kwargs = {"server": args.server} if args.server else {}
+    if args.model is not None:
+        kwargs["model"] = args.model
     if args.ends is not None:
         kwargs["ends"] = args.ends
+    if args.max_episode_steps is not None:
+        if args.max_episode_steps < 1:
+            raise UserError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
+        kwargs["max_episode_steps"] = args.max_episode_steps
     try:
         envs = gymnasium.make_vec(args.env, num_envs=args.num_envs, **kwargs)
     except gymnasium.error.Error as error:
@@ -180,6 +186,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     resize = envs.metadata.get("real_game", {}).get("resize", "area")
     resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
                 "seed": args.seed, "num_envs": args.num_envs, "ends": args.ends, "resize": resize,
+                "max_episode_steps": args.max_episode_steps, "model": args.model,
                 "agent": to_dict(config)}  # fmt: skip
     out = args.out
     has_checkpoint = (out / CHECKPOINT).exists()

@@ -21,6 +21,7 @@ from wmsim.bundle import (
     CONFIG,
     FORMAT_VERSION,
     GRAPHS,
+    MAX_START_CONTEXTS,
     SPEC,
     START_CONTEXTS,
     Bundle,
@@ -63,7 +64,12 @@ class ExportArgs:
     fidelity_steps: int = 10_000
     """Real steps of fresh play that --check measures fidelity on (0: skip the measurement)."""
     contexts: int = 64
-    """Start contexts to ship: the first frames of this many real episodes."""
+    """Start contexts to ship, evenly spread over the replay."""
+    starts: str = "episode"
+    """Where start contexts come from: "episode", the first frames of real episodes (a reset
+    looks like the real game's), or "play", windows anywhere in real play (a reset may put the
+    ball in flight, as DIAMOND's dream env and Dreamer's imagination start from replayed states;
+    an agent trained in the dream then meets rallies and rewards from its first step)."""
     data: Path | None = None
     """Replay to take start contexts from (default: the one the run trained on)."""
     weights: str = "float32"
@@ -71,18 +77,30 @@ class ExportArgs:
     the graphs still compute in float32)."""
 
 
-def start_contexts(replay: Replay, context: int, count: int) -> dict[str, np.ndarray]:
-    """The first ``context`` steps of up to ``count`` episodes, evenly spread over the replay.
+STARTS = ("episode", "play")
 
-    A dream env's reset should look like the real game's: the start of an episode.
+
+def start_contexts(
+    replay: Replay, context: int, count: int, starts: str = "episode"
+) -> dict[str, np.ndarray]:
+    """Up to ``count`` real contexts of ``context`` steps, evenly spread over the replay.
+
+    With ``starts="episode"`` they are the first steps of episodes, so that a dream env's
+    reset looks like the real game's. With ``"play"`` they are windows anywhere inside an
+    episode that the game goes on after (the step after the context is not a new episode).
     """
-    starts = replay.window_starts(context)
-    firsts = replay.gather(starts, 1, fields=("is_first",))["is_first"][:, 0]
-    chosen = episode_windows(replay, starts[firsts], context, count)
+    if starts not in STARTS:
+        raise UserError(f"--starts must be one of {', '.join(STARTS)}, got {starts!r}")
+    if starts == "episode":
+        windows = replay.window_starts(context)
+        firsts = replay.gather(windows, 1, fields=("is_first",))["is_first"][:, 0]
+        chosen = episode_windows(replay, windows[firsts], context, count)
+    else:
+        chosen = episode_windows(replay, replay.window_starts(context + 1), context + 1, count)
     if len(chosen) == 0:
+        what = "episode start followed by" if starts == "episode" else "episode of more than"
         raise UserError(
-            f"{replay.directory} holds no episode start followed by {context} steps; "
-            "collect more with `wmsim collect`"
+            f"{replay.directory} holds no {what} {context} steps; collect more with `wmsim collect`"
         )
     window = replay.gather(chosen, context, fields=("obs", "action", "is_first"))
     return {
@@ -269,8 +287,10 @@ def export_run(args: ExportArgs) -> Bundle:
     """Export the run's checkpoint as a bundle at ``args.out`` (checked if ``args.check``)."""
     if args.out.suffix != ".wmsim":
         raise UserError(f"--out must name a NAME.wmsim directory, got {args.out.name!r}")
-    if args.contexts < 1 or args.fidelity_steps < 0:
-        raise UserError("--contexts must be positive and --fidelity-steps 0 or more")
+    if not 1 <= args.contexts <= MAX_START_CONTEXTS or args.fidelity_steps < 0:
+        raise UserError(
+            f"--contexts must be 1 to {MAX_START_CONTEXTS} and --fidelity-steps 0 or more"
+        )
     model, saved = load_run(args.run, torch.device("cpu"))
     config = saved["config"]
     train: TrainConfig = from_dict(config["train"])
@@ -279,11 +299,12 @@ def export_run(args: ExportArgs) -> Bundle:
         raise UserError(
             f"{args.run} models {config['game']}, but {replay.directory} holds {replay.env['game']}"
         )
-    contexts = start_contexts(replay, train.context, args.contexts)
+    contexts = start_contexts(replay, train.context, args.contexts, args.starts)
     bundle = write_bundle(
         args.out, model, contexts,
         game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
-        config=config, training=_training_summary(args.run, saved), weights=args.weights,
+        config=config, training=_training_summary(args.run, saved) | {"starts": args.starts},
+        weights=args.weights,
         check=args.check, fidelity_steps=args.fidelity_steps,
     )  # fmt: skip
     return bundle
