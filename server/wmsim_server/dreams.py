@@ -54,8 +54,16 @@ class Dreams:
         self._current = np.zeros(capacity, bool)  # _shown holds the row's current frame
 
     def forget(self, rows: np.ndarray) -> None:
-        """Give ``rows`` generators from fresh entropy, as for an env never seeded."""
-        for row in np.asarray(rows, np.int64):
+        """Hand ``rows`` to a new user.
+
+        Their frames, latents and state are zeroed, and their generators come from
+        fresh entropy, as for an env never seeded.
+        """
+        rows = np.asarray(rows, np.int64)
+        self.runtime.clear(rows)
+        self._shown[rows] = 0
+        self._current[rows] = True
+        for row in rows:
             self.rngs[row] = seeding.np_random()[0]
 
     def reset(self, rows: np.ndarray, seeds: Sequence[int | None] | None = None) -> np.ndarray:

@@ -226,6 +226,13 @@ class Runtime:
         self.latents[rows] = self.start_latents[contexts]
         return self.latents[rows]
 
+    def clear(self, rows: np.ndarray) -> None:
+        """Zero the state and latents of ``rows``: nothing of an earlier user stays in them."""
+        rows = np.asarray(rows, np.int64)
+        for array in self.arena.values():
+            array[rows] = 0
+        self.latents[rows] = 0
+
     def step(
         self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 from wmsim.store import resolve_model
 from wmsim_server.dreams import Dreams
-from wmsim_server.service import DreamService, TokenAuth, event
+from wmsim_server.service import DreamService, Gate, event, request_limit
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Dream"].full_name
 
@@ -62,7 +62,10 @@ class ServeArgs:
     idle_timeout_s: float = 300.0
     """Close sessions that have had no stream for this long."""
     token: str | None = None
-    """Require ``authorization: Bearer TOKEN`` on every call (default: $WMSIM_TOKEN if set)."""
+    """Require ``authorization: Bearer TOKEN`` on every call. Prefer --token-file or
+    $WMSIM_TOKEN: a token on the command line shows in the process list."""
+    token_file: Path | None = None
+    """Read the token from this file (its first line)."""
     tls_cert: Path | None = None
     """PEM certificate chain: serve TLS (with --tls-key)."""
     tls_key: Path | None = None
@@ -110,6 +113,22 @@ def _check(args: ServeArgs) -> None:
             raise UserError(f"{path} does not exist")
 
 
+def _token(args: ServeArgs) -> str | None:
+    """The token: --token, else the first line of --token-file, else $WMSIM_TOKEN, else None."""
+    if args.token is not None and args.token_file is not None:
+        raise UserError("give the token once: --token or --token-file")
+    if args.token_file is not None:
+        try:
+            lines = args.token_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read --token-file {args.token_file}: {error}") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise UserError(f"--token-file {args.token_file} is empty; write the token in it")
+        return token
+    return args.token or os.environ.get("WMSIM_TOKEN") or None
+
+
 def _metrics(service: DreamService, every: float):
     async def loop():
         while True:
@@ -142,6 +161,7 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         ready: called with the bound port once the server accepts calls.
     """
     _check(args)
+    token = _token(args)
     # before the (slow) model load: a SIGTERM during start-up drains as soon as it can
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,10 +179,9 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         max_sessions=args.max_sessions,
         idle_timeout=args.idle_timeout_s,
     )
-    token = args.token or os.environ.get("WMSIM_TOKEN") or None
-    interceptors = [TokenAuth(token)] if token else []
     server = grpc.aio.server(
-        interceptors=interceptors, options=channel_options(args.max_message_mb)
+        interceptors=[Gate(token)],
+        options=channel_options(args.max_message_mb, request_limit(args.max_envs)),
     )
     pb_grpc.add_DreamServicer_to_server(service, server)
     health = HealthServicer()

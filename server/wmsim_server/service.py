@@ -27,7 +27,7 @@ from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 from wmsim_server.batcher import Batcher, Job
 from wmsim_server.dreams import Dreams
-from wmsim_server.sessions import NoRoom, Session, Sessions, UnknownSession
+from wmsim_server.sessions import NoRoom, Session, Sessions, UnknownSession, shown_id
 
 SESSION_KEY = "wmsim-session"
 """Request metadata naming the session a Run stream drives."""
@@ -90,6 +90,9 @@ def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job
     never = step_envs[~session.ready[step_envs]]
     if len(never):
         raise RuntimeError(f"reset envs {_shown(never)} before stepping them")
+    unseen = frame_envs[~(session.ready[frame_envs] | np.isin(frame_envs, reset_envs))]
+    if len(unseen):  # a row's frame before its first reset would be its last owner's
+        raise RuntimeError(f"reset envs {_shown(unseen)} before asking for their frames")
     session.ready[reset_envs] = True
     seeds = [r.seed if r.HasField("seed") else None for r in request.resets]
     job = Job(
@@ -192,7 +195,7 @@ class DreamService(pb_grpc.DreamServicer):
             pass
         if self.sessions.close(request.session_id) is None:
             await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"no open session {request.session_id!r}"
+                grpc.StatusCode.NOT_FOUND, f"no open session {shown_id(request.session_id)}"
             )
         event("session_close", session=request.session_id[:8], free=self.sessions.free)
         return pb.CloseSessionResponse()
@@ -276,45 +279,126 @@ class DreamService(pb_grpc.DreamServicer):
                 )
 
 
-class TokenAuth(grpc.aio.ServerInterceptor):
-    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
+class Gate(grpc.aio.ServerInterceptor):
+    """Every Dream call passes here first: the token, then the request's bytes.
 
-    Health checks and reflection stay open, so load balancers and tools can probe.
+    - With a token, calls without ``authorization: Bearer <token>`` are refused
+      (UNAUTHENTICATED) from their metadata alone: their bodies are never parsed.
+      Health checks and reflection stay open, so load balancers and tools can probe.
+    - The Dream service's requests arrive as bytes and are parsed here, so bytes
+      that are no such message get INVALID_ARGUMENT (gRPC itself says UNKNOWN).
+
+    The request-size limit (:func:`request_limit`) is gRPC's own: a message over it
+    is refused from its length prefix, before its body is kept.
     """
 
     OPEN = ("/grpc.health.", "/grpc.reflection.")
 
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str | None):
+        self._expected = f"Bearer {token}".encode() if token else None
 
     async def intercept_service(self, continuation, details):  # noqa: D102
         handler = await continuation(details)
         if handler is None or details.method.startswith(self.OPEN):
             return handler
-        given = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(str(given).encode(), self._expected):
-            return handler
-        return _refusing(
-            handler,
-            "missing or wrong bearer token: pass token= (or WMSIM_TOKEN) "
-            "matching the server's --token",
-        )
+        if self._expected is not None:
+            given = dict(details.invocation_metadata or ()).get("authorization", "")
+            if not hmac.compare_digest(str(given).encode(), self._expected):
+                return _refusing(
+                    handler,
+                    "missing or wrong bearer token: pass token= (or WMSIM_TOKEN) "
+                    "matching the server's token",
+                )
+        return _parsing(handler) if handler.request_deserializer is not None else handler
+
+
+_MAKERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _behaviour(handler: grpc.RpcMethodHandler):
+    kind = (
+        ("stream" if handler.request_streaming else "unary")
+        + "_"
+        + ("stream" if handler.response_streaming else "unary")
+    )
+    return getattr(handler, kind)
 
 
 def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
+    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED.
+
+    It has no deserializer: the request's bytes are never parsed.
+    """
 
     async def refuse(request, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    make = _MAKERS[(handler.request_streaming, handler.response_streaming)]
+    return make(refuse, response_serializer=handler.response_serializer)
+
+
+def _parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler``, taking its requests as bytes and parsing them itself.
+
+    Bytes that are not the call's message are INVALID_ARGUMENT.
+    """
+    parse, behaviour = handler.request_deserializer, _behaviour(handler)
+
+    async def parsed(raw: bytes, context):
+        try:
+            return parse(raw)
+        except Exception as error:  # protobuf's DecodeError, or anything else the bytes cause
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid message of this call ({str(error)[:200]})",
+            )
+
+    if handler.request_streaming:
+
+        async def requests(raw_requests, context):
+            async for raw in raw_requests:
+                yield await parsed(raw, context)
+
+        if handler.response_streaming:
+
+            async def wrapped(raw_requests, context):
+                async for response in behaviour(requests(raw_requests, context), context):
+                    yield response
+
+        else:
+
+            async def wrapped(raw_requests, context):
+                return await behaviour(requests(raw_requests, context), context)
+
+    elif handler.response_streaming:
+
+        async def wrapped(raw, context):
+            async for response in behaviour(await parsed(raw, context), context):
+                yield response
+
+    else:
+
+        async def wrapped(raw, context):
+            return await behaviour(await parsed(raw, context), context)
+
+    make = _MAKERS[(handler.request_streaming, handler.response_streaming)]
+    return make(wrapped, response_serializer=handler.response_serializer)
+
+
+REQUEST_BYTES_PER_ENV = 64
+"""Bytes one env can add to the largest legal request: a reset with a seed (19), a step
+env (5), its action (8) and a frame env (5), with room to spare."""
+
+
+def request_limit(max_envs: int) -> int:
+    """The largest request the server reads, in bytes.
+
+    That is every env reset, stepped and framed at once, plus 64 KiB for everything else.
+    Requests are tiny; only responses carry frames.
+    """
+    return (1 << 16) + REQUEST_BYTES_PER_ENV * max_envs

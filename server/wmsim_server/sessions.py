@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def shown_id(session_id: str, limit: int = 40) -> str:
+    """A session id as an error message shows it: cut, since a client may send anything."""
+    return (
+        repr(session_id)
+        if len(session_id) <= limit
+        else f"{session_id[:limit]!r}... ({len(session_id)} characters)"
+    )
+
+
 class NoRoom(Exception):
     """Not enough free rows for a session (RESOURCE_EXHAUSTED)."""
 
@@ -99,8 +108,8 @@ class Sessions:
         session = self._open.get(session_id)
         if session is None:
             raise UnknownSession(
-                f"no open session {session_id!r} (closed, reaped after sitting idle, or opened "
-                "on a server that has since restarted); open a new one"
+                f"no open session {shown_id(session_id)} (closed, reaped after sitting idle, or "
+                "opened on a server that has since restarted); open a new one"
             )
         return session
 

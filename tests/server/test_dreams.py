@@ -66,3 +66,13 @@ def test_frames_are_real_at_a_reset_and_decoded_once_per_step(dreams):
     np.testing.assert_array_equal(first[0], first[1])
     np.testing.assert_array_equal(first[0], dreams.runtime.frames(np.array([0]))[0])
     assert dreams.observations(np.array([0]), "latent").shape == (1, 1024)
+
+
+def test_a_row_handed_to_a_new_user_keeps_nothing_of_the_last_one(dreams):
+    rows = np.array([2, 3])
+    dreams.reset(rows, [5, 6])
+    dreams.step(rows, np.array([1, 2]))
+    assert dreams.frames(rows).any() and dreams.latents(rows).any()
+    dreams.forget(rows)
+    assert not dreams.frames(rows).any() and not dreams.latents(rows).any()
+    assert not any(array[rows].any() for array in dreams.runtime.arena.values())

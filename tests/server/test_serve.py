@@ -177,8 +177,11 @@ def steps(actions, envs=(0, 1)):
         ([RESET_BOTH, steps([0, 0], envs=[1, 1])], "INVALID_ARGUMENT", "must not repeat"),
         ([pb.StepRequest(frame_envs=[0] * 10_000)], "INVALID_ARGUMENT",
          r"frame_envs must not repeat an env, got \[0, 0, 0, 0, 0, 0, 0, 0, ...\] \(10000 in"),
-        ([RESET_BOTH, steps(np.zeros(20_000, int), envs=range(5, 20_005))], "INVALID_ARGUMENT",
-         r"step_envs must be env indices in \[0, 2\), got \[5, 6, .*\(20000 in all\)"),
+        ([RESET_BOTH, steps(np.zeros(2_000, int), envs=range(5, 2_005))], "INVALID_ARGUMENT",
+         r"step_envs must be env indices in \[0, 2\), got \[5, 6, .*\(2000 in all\)"),
+        # more than every env of the server at once: over the request limit, never parsed
+        ([RESET_BOTH, steps(np.zeros(20_000, int), envs=range(5, 20_005))],
+         "RESOURCE_EXHAUSTED", "larger than max"),
         ([pb.StepRequest(resets=[pb.Reset(env=0)], step_envs=[0], actions=tensors.encode(
             np.array([0])))], "INVALID_ARGUMENT", "either reset or stepped"),
         ([steps([0, 1])], "FAILED_PRECONDITION", r"reset envs \[0, 1\] before stepping"),

@@ -6,12 +6,19 @@ MAX_MESSAGE_MB = 256
 """Default message limit either way: a batch of 256 frames is 3 MB, gRPC's receive default 4 MB."""
 
 
-def channel_options(max_message_mb: int = MAX_MESSAGE_MB) -> list[tuple[str, int]]:
-    """Message limits raised on this end, and keepalive pings that notice a vanished peer."""
+def channel_options(
+    max_message_mb: int = MAX_MESSAGE_MB, max_receive_bytes: int | None = None
+) -> list[tuple[str, int]]:
+    """Message limits on this end, and keepalive pings that notice a vanished peer.
+
+    Args:
+        max_message_mb: the largest message either way, in MiB.
+        max_receive_bytes: a smaller limit on what this end receives (a server's requests).
+    """
     size = max_message_mb * 2**20
     return [
         ("grpc.max_send_message_length", size),
-        ("grpc.max_receive_message_length", size),
+        ("grpc.max_receive_message_length", min(size, max_receive_bytes or size)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
