@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from wmsim.cli import main
 from wmsim.collect.rollout import CollectConfig, collect
 
 
@@ -133,3 +134,17 @@ def test_train_then_dream(breakout_replay, tmp_path):
     )
     video = wmsim("dream", "--run", run, "--out", tmp_path / "dream.gif", "--steps", 4)
     assert video.returncode == 0 and video.stdout.strip() == f"wrote {tmp_path / 'dream.gif'}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["collect", "--game", "Breakout", "--steps", "10"],
+        ["agent", "train", "--game", "Breakout", "--preset", "tiny"],
+    ],
+)
+def test_a_path_name_too_long_is_one_line(tmp_path, capsys, command):
+    out = tmp_path / ("x" * 300)
+    assert main([*command, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too long" in err and "\n" not in err and "Traceback" not in err

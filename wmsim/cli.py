@@ -7,6 +7,7 @@ and no traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -369,6 +370,24 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.EROFS}
+"""Errors of the disk, not of wmsim: a command that meets one ends with one line."""
+
+
+def disk_error(error: OSError) -> str:
+    """One line for a disk error: what could not be written, why, and the fix.
+
+    What was written before it is safe: every file wmsim writes lands whole or not at all.
+    """
+    where = f" {error.filename}" if error.filename else ""
+    if error.errno == errno.ENAMETOOLONG:
+        return f"cannot use the path{where}: its name is too long; choose a shorter one"
+    return (
+        f"cannot write{where}: {error.strerror}; free some space or raise the limit, or write "
+        "to another disk (--out), then run the command again (--resume where it has one)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command named by the first words of ``argv``; return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -386,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 print("wmsim: interrupted", file=sys.stderr)
                 return 130
+            except OSError as error:
+                if error.errno not in DISK_ERRORS:
+                    raise
+                print(f"wmsim: error: {disk_error(error)}", file=sys.stderr)
+                return 2
     groups = {name.split()[0] for name in COMMANDS if " " in name}
     asked = " ".join(argv[:2] if argv[0] in groups else argv[:1])
     known = ", ".join(COMMANDS)

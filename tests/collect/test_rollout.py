@@ -172,3 +172,29 @@ def test_the_tracker_policy_returns_the_ball_and_refuses_games_without_a_paddle(
     assert tracker >= 3 * max(random, 2)  # a random policy scores about 1.3 per game
     with pytest.raises(UserError, match="FIRE"):
         TrackerPolicy(AtariEnv(AtariConfig(game="MsPacman")).action_meanings, rng, epsilon=0.1)
+
+
+def test_a_full_disk_during_collect_is_one_line_and_the_rerun_goes_on(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, 1 MiB: less than one chunk's frames) stands in for a
+    full disk: the chunk's write fails short, as on a full disk."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    out = tmp_path / "replay"
+    command = [sys.executable, "-m", "wmsim", "collect", "--game", "Breakout", "--steps", "1200",
+               "--envs", "1", "--chunk-length", "256", "--out", str(out)]  # fmt: skip
+    full = subprocess.run(command, capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr
+    error = [line for line in full.stderr.splitlines() if line.startswith("wmsim: error:")]
+    assert len(error) == 1 and "cannot write a replay chunk" in error[0]
+    assert Replay(out).num_steps < 1200  # readable: no half chunk is published
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert Replay(out).num_steps >= 1200

@@ -137,7 +137,7 @@ def test_disk_errors_surface_in_the_writer(tmp_path):
         shutil.rmtree(tmp_path / CHUNKS)
         for t in range(4):
             writer.add(synthetic_row(0, t, t == 0, False))
-        with pytest.raises(OSError, match="writing a replay chunk failed"):
+        with pytest.raises(UserError, match="cannot write a replay chunk in .* same command again"):
             writer.close()
 
 

@@ -216,8 +216,16 @@ class _ChunkThread:
         self.queue.task_done()
 
     def check(self) -> None:
+        """Raise the writer thread's error: a disk's as one line (UserError) with the fix."""
+        if isinstance(self.error, OSError):  # a full disk, a quota, a file-size limit
+            raise UserError(
+                f"cannot write a replay chunk in {self.chunks.parent} ({self.error}). Every "
+                "chunk written before is safe: mend that (a full disk or a size limit: free some "
+                "space, or write to another --out) and run the same command again; it goes on "
+                "from what is saved"
+            ) from self.error
         if self.error is not None:
-            raise OSError(f"writing a replay chunk failed: {self.error}") from self.error
+            raise RuntimeError(f"writing a replay chunk failed: {self.error!r}") from self.error
 
     def put(self, stream: int, position: int, arrays: dict[str, np.ndarray]) -> None:
         self.check()
