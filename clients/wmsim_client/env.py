@@ -26,7 +26,7 @@ from gymnasium import spaces
 
 from wmsim.errors import UserError
 from wmsim.store import resolve_model
-from wmsim_client.simulator import OBS_TYPES, LocalSimulator, Simulator
+from wmsim_client.simulator import OBS_TYPES, LocalSimulator, Simulator, check_latents
 
 RENDER_MODES = ("rgb_array",)
 RENDER_FPS = 15
@@ -87,12 +87,13 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     threads: int | None,
     simulator: Simulator | None,
     remote: dict[str, Any] | None = None,
+    latents: str = "sampled",
 ) -> Simulator:
     """The given simulator after checking it fits, else a remote or a local one of ``game``.
 
     Args:
-        game, model, num_rows, obs_type, render_mode, device, threads, simulator: as the
-            envs take them (``num_rows`` is their number of envs).
+        game, model, num_rows, obs_type, render_mode, device, threads, simulator, latents: as
+            the envs take them (``num_rows`` is their number of envs).
         remote: ``server`` (``host:port``; None for a LocalSimulator), ``token``, ``tls`` and
             ``timeout``, as :class:`wmsim_client.remote.RemoteSimulator` takes them.
 
@@ -101,11 +102,13 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
             server was given together with a model.
         wmsim.errors.UserError: there is no bundle for ``game``, or the model is of another game.
     """
+    check_latents(latents)
     if simulator is not None:
-        if simulator.num_rows != num_rows or simulator.obs_type != obs_type:
+        given = (simulator.num_rows, simulator.obs_type, getattr(simulator, "latents", "sampled"))
+        if given != (num_rows, obs_type, latents):
             raise ValueError(
-                f"the simulator has {simulator.num_rows} rows of {simulator.obs_type} "
-                f"observations; this env needs {num_rows} of {obs_type}"
+                f"the simulator has {given[0]} rows of {given[1]} observations with {given[2]} "
+                f"latents; this env needs {num_rows} of {obs_type} with {latents}"
             )
         if simulator.spec["game"] != game:
             raise UserError(f"the simulator dreams {simulator.spec['game']}, not {game}")
@@ -116,14 +119,15 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
             raise ValueError("give model= or server=, not both: a server dreams with its own model")
         from wmsim_client.remote import RemoteSimulator
 
-        built = RemoteSimulator(remote.pop("server"), num_rows, obs_type=obs_type, **remote)
+        built = RemoteSimulator(
+            remote.pop("server"), num_rows, obs_type=obs_type, latents=latents, **remote
+        )
         source = f"the server at {built.address} serves"
     else:
         path = resolve_model(game, model)
         render = render_mode == "rgb_array"
-        built = LocalSimulator(
-            path, num_rows, obs_type=obs_type, device=device, threads=threads, render=render
-        )
+        built = LocalSimulator(path, num_rows, obs_type=obs_type, device=device, threads=threads,
+                               render=render, latents=latents)  # fmt: skip
         source = f"{path} is"
     if built.spec["game"] != game:  # e.g. WMSIM_MODEL names one game's model for all
         built.close()
@@ -176,6 +180,9 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             each step; ``"likely"``: where that probability falls below 0.5, as STORM and
             DRAMA end their imagined episodes. A model whose head puts a few percent of
             end probability everywhere ends most sampled dreams early, at random.
+        latents: ``"sampled"`` (default): each step's latents are drawn from the model's
+            prediction, as the papers imagine; ``"mode"``: each takes its most likely class,
+            so the dream follows the actions (see :data:`wmsim_client.simulator.LATENTS`).
         simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``
             and the server options are then unused.
         server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
@@ -198,6 +205,7 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         threads: int | None = None,
         max_episode_steps: int | None = None,
         ends: str = "sampled",
+        latents: str = "sampled",
         simulator: Simulator | None = None,
         server: str | None = None,
         token: str | None = None,
@@ -210,6 +218,7 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             game=game, model=model, num_rows=1, obs_type=obs_type, render_mode=render_mode,
             device=device, threads=threads, simulator=simulator,
             remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
+            latents=latents,
         )  # fmt: skip
         spec = self.simulator.spec
         # the real game's settings the model learned from (frame skip, resize, ...)

@@ -35,10 +35,11 @@ from wmsim.rpc.channel import channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
-from wmsim_client.simulator import OBS_TYPES, Stepped
+from wmsim_client.simulator import OBS_TYPES, Stepped, check_latents
 
 SESSION_KEY = "wmsim-session"
 OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
+LATENTS_CODES = {"sampled": pb.LATENTS_SAMPLED, "mode": pb.LATENTS_MODE}
 STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "contexts")
 """The StepResponse fields that make a Stepped, in its order."""
 
@@ -107,6 +108,7 @@ class RemoteSimulator:
         server: ``host:port`` of a ``wmsim serve``.
         num_rows: dream rows (envs) to open.
         obs_type: pixels or latent.
+        latents: sampled or mode (see :data:`wmsim_client.simulator.LATENTS`).
         token: the server's bearer token (default: ``$WMSIM_TOKEN`` if set).
         tls: False for plain TCP, True for TLS with the system's roots, or the path of a
             PEM root certificate (a self-signed server certificate, for example).
@@ -119,6 +121,7 @@ class RemoteSimulator:
         num_rows: int,
         *,
         obs_type: str = "pixels",
+        latents: str = "sampled",
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
@@ -127,7 +130,9 @@ class RemoteSimulator:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        check_latents(latents)
         self.address, self.timeout, self.obs_type = server, float(timeout), obs_type
+        self.latents = latents
         self.num_rows = num_rows
         keep_freed_memory()  # large messages without page faults (see wmsim.rpc.memory)
         token = token if token is not None else os.environ.get("WMSIM_TOKEN") or None
@@ -145,7 +150,8 @@ class RemoteSimulator:
             self.spec, self.num_contexts = json.loads(spec.spec_json), spec.num_contexts
             self.device = spec.device
             opened = self._unary(self._stub.OpenSession, pb.OpenSessionRequest(
-                num_envs=num_rows, obs_type=OBS_TYPE_CODES[obs_type]))  # fmt: skip
+                num_envs=num_rows, obs_type=OBS_TYPE_CODES[obs_type],
+                latents=LATENTS_CODES[latents]))  # fmt: skip
         except BaseException:
             self.channel.close()
             raise

@@ -21,6 +21,18 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 OBS_TYPES = ("pixels", "latent")
+LATENTS = ("sampled", "mode")
+"""How a dream takes each step's latents: drawn from the model's prediction (``sampled``,
+the papers' imagination), or each latent's most likely class (``mode``). On the shipped
+Breakout model, ``mode`` keeps the ball in play about as often as the real game does, where
+sampling loses it in half the frames: the prediction spreads the ball's place over several
+classes, and a draw often takes none of them."""
+
+
+def check_latents(latents: str) -> None:
+    """Raises ValueError unless ``latents`` is one of :data:`LATENTS`."""
+    if latents not in LATENTS:
+        raise ValueError(f"latents must be one of {', '.join(LATENTS)}, got {latents!r}")
 
 
 class Stepped(NamedTuple):
@@ -49,6 +61,8 @@ class Simulator(Protocol):
     num_contexts: int
     """Start contexts a reset may choose from."""
     obs_type: str
+    latents: str
+    """``sampled`` or ``mode`` (see :data:`LATENTS`)."""
 
     def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
         """Reset ``rows``, seeding those whose seed is not None -> (observations, contexts)."""
@@ -73,6 +87,7 @@ class LocalSimulator:
         device: auto, cpu or cuda.
         threads: onnxruntime intra-op threads (default: one per core).
         render: keep the decode graph even for latent observations, to render frames.
+        latents: ``sampled`` or ``mode`` (see :data:`LATENTS`).
     """
 
     def __init__(
@@ -84,16 +99,20 @@ class LocalSimulator:
         device: str = "auto",
         threads: int | None = None,
         render: bool = False,
+        latents: str = "sampled",
     ):
         from wmsim_server.dreams import Dreams
 
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
+        check_latents(latents)
         decode = obs_type == "pixels" or render
         self.dreams: Dreams | None = Dreams(
             bundle, num_rows, device=device, threads=threads, decode=decode
         )
+        self.dreams.mode[:] = latents == "mode"
         self.spec, self.num_rows, self.obs_type = self.dreams.spec, num_rows, obs_type
+        self.latents = latents
         self.num_contexts = self.dreams.num_contexts
 
     def _live(self):

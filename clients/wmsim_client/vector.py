@@ -73,7 +73,7 @@ class DreamVectorEnv(VectorEnv):
             :class:`wmsim_client.env.DreamEnv`.
         max_episode_steps: truncate each episode after this many steps (``make_vec``
             passes the registration's limit here); None for no limit.
-        ends: as for :class:`wmsim_client.env.DreamEnv`.
+        ends, latents: as for :class:`wmsim_client.env.DreamEnv`.
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
         simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
             and ``threads`` are then unused.
@@ -93,6 +93,7 @@ class DreamVectorEnv(VectorEnv):
         threads: int | None = None,
         max_episode_steps: int | None = None,
         ends: str = "sampled",
+        latents: str = "sampled",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         simulator: Simulator | None = None,
         server: str | None = None,
@@ -110,6 +111,7 @@ class DreamVectorEnv(VectorEnv):
             game=game, model=model, num_rows=int(num_envs), obs_type=obs_type,
             render_mode=render_mode, device=device, threads=threads, simulator=simulator,
             remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
+            latents=latents,
         )  # fmt: skip
         self.closed = False
         spec = self.simulator.spec

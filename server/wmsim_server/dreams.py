@@ -7,7 +7,10 @@ seed gives the same dream wherever it runs.
 
 Every row draws from its generator in one fixed order: the start context's
 index at a reset; the step's noise and then one uniform number at every step,
-always both, so the stream stays the same however an episode ends. A step
+always both, so the stream stays the same however an episode ends (and
+whichever way its latents are taken: a row with ``mode`` latents draws the
+noise too, then steps with 0.5, the Gumbel-max noise that picks each latent's
+most likely class). A step
 terminates when that number is at least the model's continue probability
 (compared in float64). A row's generator is exactly the one
 ``gymnasium.Env.reset(seed=s)`` makes, so a dream seeded ``s`` is the one
@@ -24,6 +27,9 @@ from gymnasium.utils import seeding
 
 from wmsim.bundle import Bundle
 from wmsim_server.runtime import Runtime
+
+MODE_NOISE = 0.5
+"""The noise that makes Gumbel-max sampling (every bundle's) pick the most likely class."""
 
 
 class Dreams:
@@ -52,6 +58,8 @@ class Dreams:
         self.rngs = [seeding.np_random()[0] for _ in range(capacity)]
         self._shown = np.zeros((capacity, *self.spec["observation"]["shape"]), np.uint8)
         self._current = np.zeros(capacity, bool)  # _shown holds the row's current frame
+        self.mode = np.zeros(capacity, bool)
+        """Per row: step with each latent's most likely class rather than a sample."""
 
     def forget(self, rows: np.ndarray) -> None:
         """Hand ``rows`` to a new user.
@@ -102,6 +110,7 @@ class Dreams:
         for k, row in enumerate(rows):
             noise[k] = self.rngs[row].random(self.noise_shape, dtype=np.float32)
             uniform[k] = self.rngs[row].random()
+        noise[self.mode[rows]] = MODE_NOISE
         reward, cont, _ = self.runtime.step(rows, actions, noise)
         self._current[rows] = False
         return reward, cont, uniform >= cont.astype(np.float64)

@@ -36,6 +36,11 @@ OBS_TYPES = {
     pb.OBS_TYPE_PIXELS: "pixels",
     pb.OBS_TYPE_LATENT: "latent",
 }
+LATENTS = {
+    pb.LATENTS_UNSPECIFIED: "sampled",
+    pb.LATENTS_SAMPLED: "sampled",
+    pb.LATENTS_MODE: "mode",
+}
 ACTIVE_WINDOW = 0.25
 """Seconds since its last request within which a stream counts as stepping: a batch waits
 (up to max_delay) only for such streams, never for idle ones."""
@@ -163,22 +168,26 @@ class DreamService(pb_grpc.DreamServicer):
     async def OpenSession(self, request, context) -> pb.OpenSessionResponse:  # noqa: D102
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        obs_type = OBS_TYPES.get(request.obs_type)
-        if obs_type is None or request.num_envs < 1:
+        obs_type, latents = OBS_TYPES.get(request.obs_type), LATENTS.get(request.latents)
+        if obs_type is None or latents is None or request.num_envs < 1:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"num_envs must be at least 1 and obs_type one of {sorted(pb.ObsType.keys())}; "
-                f"got {request.num_envs} and {request.obs_type}",
+                f"num_envs must be at least 1, obs_type one of {sorted(pb.ObsType.keys())} and "
+                f"latents one of {sorted(pb.Latents.keys())}; got {request.num_envs}, "
+                f"{request.obs_type} and {request.latents}",
             )
         try:
             session = self.sessions.open(request.num_envs, obs_type, context.peer())
         except NoRoom as error:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        # free rows: no batch steps them until this session's first request
+        self.dreams.mode[session.rows] = latents == "mode"
         event(
             "session_open",
             session=session.id[:8],
             envs=session.num_envs,
             obs=obs_type,
+            latents=latents,
             peer=session.peer,
             free=self.sessions.free,
         )

@@ -144,6 +144,7 @@ def test_max_episode_steps_truncates_inside_the_env(fake_simulator):
         ({"obs_type": "rgb"}, "obs_type must be one of pixels, latent"),
         ({"render_mode": "human"}, "render_mode must be None or one of rgb_array"),
         ({"max_episode_steps": 0}, "max_episode_steps must be None or a positive int"),
+        ({"latents": "argmax"}, "latents must be one of sampled, mode"),
     ],
 )
 def test_bad_options_are_refused_before_loading(options, message):

@@ -76,3 +76,19 @@ def test_a_row_handed_to_a_new_user_keeps_nothing_of_the_last_one(dreams):
     dreams.forget(rows)
     assert not dreams.frames(rows).any() and not dreams.latents(rows).any()
     assert not any(array[rows].any() for array in dreams.runtime.arena.values())
+
+
+def test_mode_rows_dream_the_same_from_one_context_whatever_their_seeds(dreams):
+    rows = np.arange(4)
+    dreams.mode[:] = [True, True, False, False]
+    try:
+        contexts = dreams.reset(rows, [1, 2, 3, 4])
+        start = np.full(4, contexts[0])
+        dreams.runtime.reset(rows, start)  # one context for all: only the draws differ
+        for _ in range(6):
+            dreams.step(rows, np.array([1, 1, 1, 1]))
+        frames = dreams.frames(rows)
+    finally:
+        dreams.mode[:] = False
+    np.testing.assert_array_equal(frames[0], frames[1])  # mode: the draws change nothing
+    assert not np.array_equal(frames[2], frames[3])  # sampled: they do

@@ -102,6 +102,20 @@ def test_likely_ends_are_the_same_remote_and_in_process(server):
     local.close()
 
 
+def test_mode_latents_are_the_same_remote_and_in_process(server):
+    remote = gymnasium.make_vec(ID, num_envs=4, server=server.address, latents="mode")
+    local = gymnasium.make_vec(ID, num_envs=4, threads=1, latents="mode")
+    sampled = gymnasium.make_vec(ID, num_envs=4, threads=1)
+    ours, theirs, drawn = play(remote, 30, 3), play(local, 30, 3), play(sampled, 30, 3)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a[0], b[0], atol=1)  # frames: equal up to a rounding step
+        if len(a) == 5:
+            assert np.array_equal(a[2], b[2])  # terminated
+    assert any(np.abs(a[0].astype(int) - c[0]).max() > 8 for a, c in zip(ours, drawn, strict=True))
+    for envs in (remote, local, sampled):
+        envs.close()
+
+
 def test_a_remote_single_env_passes_gymnasiums_check_env_and_renders(server):
     env = gymnasium.make(ID, server=server.address, render_mode="rgb_array")
     check_env(env.unwrapped, skip_render_check=False)

@@ -113,6 +113,8 @@ def _make_envs(args: Any) -> gymnasium.vector.VectorEnv:
         kwargs["model"] = args.model
     if args.ends is not None:
         kwargs["ends"] = args.ends
+    if args.latents is not None:
+        kwargs["latents"] = args.latents
     if args.max_episode_steps is not None:
         if args.max_episode_steps < 1:
             raise UserError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
@@ -187,6 +189,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
                 "seed": args.seed, "num_envs": args.num_envs, "ends": args.ends, "resize": resize,
                 "max_episode_steps": args.max_episode_steps, "model": args.model,
+                "latents": args.latents,
                 "agent": to_dict(config)}  # fmt: skip
     out = args.out
     has_checkpoint = (out / CHECKPOINT).exists()

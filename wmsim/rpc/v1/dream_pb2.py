@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wmsim/rpc/v1/dream.proto\x12\x0cwmsim.rpc.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x10\n\x0eGetSpecRequest\"\xc5\x01\n\x0fGetSpecResponse\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x14\n\x0cnum_contexts\x18\x02 \x01(\x05\x12\x10\n\x08max_envs\x18\x03 \x01(\x05\x12\x11\n\tfree_envs\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x16\n\x0eserver_version\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0c\x65nvs_stepped\x18\x08 \x01(\x04\x12\x13\n\x0bmodel_calls\x18\t \x01(\x04\"O\n\x12OpenSessionRequest\x12\x10\n\x08num_envs\x18\x01 \x01(\x05\x12\'\n\x08obs_type\x18\x02 \x01(\x0e\x32\x15.wmsim.rpc.v1.ObsType\")\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43loseSessionResponse\"0\n\x05Reset\x12\x0b\n\x03\x65nv\x18\x01 \x01(\x05\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x80\x01\n\x0bStepRequest\x12#\n\x06resets\x18\x01 \x03(\x0b\x32\x13.wmsim.rpc.v1.Reset\x12\x11\n\tstep_envs\x18\x02 \x03(\x05\x12%\n\x07\x61\x63tions\x18\x03 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12\x12\n\nframe_envs\x18\x04 \x03(\x05\"\xa5\x02\n\x0cStepResponse\x12\'\n\treset_obs\x18\x01 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12&\n\x08\x63ontexts\x18\x02 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12!\n\x03obs\x18\x03 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12$\n\x06reward\x18\x04 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12+\n\rcontinue_prob\x18\x05 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12(\n\nterminated\x18\x06 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12$\n\x06\x66rames\x18\x07 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor*M\n\x07ObsType\x12\x18\n\x14OBS_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fOBS_TYPE_PIXELS\x10\x01\x12\x13\n\x0fOBS_TYPE_LATENT\x10\x02\x32\xbc\x02\n\x05\x44ream\x12\x46\n\x07GetSpec\x12\x1c.wmsim.rpc.v1.GetSpecRequest\x1a\x1d.wmsim.rpc.v1.GetSpecResponse\x12R\n\x0bOpenSession\x12 .wmsim.rpc.v1.OpenSessionRequest\x1a!.wmsim.rpc.v1.OpenSessionResponse\x12U\n\x0c\x43loseSession\x12!.wmsim.rpc.v1.CloseSessionRequest\x1a\".wmsim.rpc.v1.CloseSessionResponse\x12@\n\x03Run\x12\x19.wmsim.rpc.v1.StepRequest\x1a\x1a.wmsim.rpc.v1.StepResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wmsim/rpc/v1/dream.proto\x12\x0cwmsim.rpc.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x10\n\x0eGetSpecRequest\"\xc5\x01\n\x0fGetSpecResponse\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x14\n\x0cnum_contexts\x18\x02 \x01(\x05\x12\x10\n\x08max_envs\x18\x03 \x01(\x05\x12\x11\n\tfree_envs\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x16\n\x0eserver_version\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0c\x65nvs_stepped\x18\x08 \x01(\x04\x12\x13\n\x0bmodel_calls\x18\t \x01(\x04\"w\n\x12OpenSessionRequest\x12\x10\n\x08num_envs\x18\x01 \x01(\x05\x12\'\n\x08obs_type\x18\x02 \x01(\x0e\x32\x15.wmsim.rpc.v1.ObsType\x12&\n\x07latents\x18\x03 \x01(\x0e\x32\x15.wmsim.rpc.v1.Latents\")\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43loseSessionResponse\"0\n\x05Reset\x12\x0b\n\x03\x65nv\x18\x01 \x01(\x05\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x80\x01\n\x0bStepRequest\x12#\n\x06resets\x18\x01 \x03(\x0b\x32\x13.wmsim.rpc.v1.Reset\x12\x11\n\tstep_envs\x18\x02 \x03(\x05\x12%\n\x07\x61\x63tions\x18\x03 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12\x12\n\nframe_envs\x18\x04 \x03(\x05\"\xa5\x02\n\x0cStepResponse\x12\'\n\treset_obs\x18\x01 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12&\n\x08\x63ontexts\x18\x02 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12!\n\x03obs\x18\x03 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12$\n\x06reward\x18\x04 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12+\n\rcontinue_prob\x18\x05 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12(\n\nterminated\x18\x06 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor\x12$\n\x06\x66rames\x18\x07 \x01(\x0b\x32\x14.wmsim.rpc.v1.Tensor*M\n\x07ObsType\x12\x18\n\x14OBS_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fOBS_TYPE_PIXELS\x10\x01\x12\x13\n\x0fOBS_TYPE_LATENT\x10\x02*I\n\x07Latents\x12\x17\n\x13LATENTS_UNSPECIFIED\x10\x00\x12\x13\n\x0fLATENTS_SAMPLED\x10\x01\x12\x10\n\x0cLATENTS_MODE\x10\x02\x32\xbc\x02\n\x05\x44ream\x12\x46\n\x07GetSpec\x12\x1c.wmsim.rpc.v1.GetSpecRequest\x1a\x1d.wmsim.rpc.v1.GetSpecResponse\x12R\n\x0bOpenSession\x12 .wmsim.rpc.v1.OpenSessionRequest\x1a!.wmsim.rpc.v1.OpenSessionResponse\x12U\n\x0c\x43loseSession\x12!.wmsim.rpc.v1.CloseSessionRequest\x1a\".wmsim.rpc.v1.CloseSessionResponse\x12@\n\x03Run\x12\x19.wmsim.rpc.v1.StepRequest\x1a\x1a.wmsim.rpc.v1.StepResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wmsim.rpc.v1.dream_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OBSTYPE']._serialized_start=982
-  _globals['_OBSTYPE']._serialized_end=1059
+  _globals['_OBSTYPE']._serialized_start=1022
+  _globals['_OBSTYPE']._serialized_end=1099
+  _globals['_LATENTS']._serialized_start=1101
+  _globals['_LATENTS']._serialized_end=1174
   _globals['_TENSOR']._serialized_start=42
   _globals['_TENSOR']._serialized_end=94
   _globals['_GETSPECREQUEST']._serialized_start=96
@@ -40,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSPECRESPONSE']._serialized_start=115
   _globals['_GETSPECRESPONSE']._serialized_end=312
   _globals['_OPENSESSIONREQUEST']._serialized_start=314
-  _globals['_OPENSESSIONREQUEST']._serialized_end=393
-  _globals['_OPENSESSIONRESPONSE']._serialized_start=395
-  _globals['_OPENSESSIONRESPONSE']._serialized_end=436
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=438
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=479
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=481
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=503
-  _globals['_RESET']._serialized_start=505
-  _globals['_RESET']._serialized_end=553
-  _globals['_STEPREQUEST']._serialized_start=556
-  _globals['_STEPREQUEST']._serialized_end=684
-  _globals['_STEPRESPONSE']._serialized_start=687
-  _globals['_STEPRESPONSE']._serialized_end=980
-  _globals['_DREAM']._serialized_start=1062
-  _globals['_DREAM']._serialized_end=1378
+  _globals['_OPENSESSIONREQUEST']._serialized_end=433
+  _globals['_OPENSESSIONRESPONSE']._serialized_start=435
+  _globals['_OPENSESSIONRESPONSE']._serialized_end=476
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=478
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=519
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=521
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=543
+  _globals['_RESET']._serialized_start=545
+  _globals['_RESET']._serialized_end=593
+  _globals['_STEPREQUEST']._serialized_start=596
+  _globals['_STEPREQUEST']._serialized_end=724
+  _globals['_STEPRESPONSE']._serialized_start=727
+  _globals['_STEPRESPONSE']._serialized_end=1020
+  _globals['_DREAM']._serialized_start=1177
+  _globals['_DREAM']._serialized_end=1493
 # @@protoc_insertion_point(module_scope)

@@ -12,9 +12,18 @@ class ObsType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBS_TYPE_UNSPECIFIED: _ClassVar[ObsType]
     OBS_TYPE_PIXELS: _ClassVar[ObsType]
     OBS_TYPE_LATENT: _ClassVar[ObsType]
+
+class Latents(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LATENTS_UNSPECIFIED: _ClassVar[Latents]
+    LATENTS_SAMPLED: _ClassVar[Latents]
+    LATENTS_MODE: _ClassVar[Latents]
 OBS_TYPE_UNSPECIFIED: ObsType
 OBS_TYPE_PIXELS: ObsType
 OBS_TYPE_LATENT: ObsType
+LATENTS_UNSPECIFIED: Latents
+LATENTS_SAMPLED: Latents
+LATENTS_MODE: Latents
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -53,12 +62,14 @@ class GetSpecResponse(_message.Message):
     def __init__(self, spec_json: _Optional[str] = ..., num_contexts: _Optional[int] = ..., max_envs: _Optional[int] = ..., free_envs: _Optional[int] = ..., max_batch: _Optional[int] = ..., server_version: _Optional[str] = ..., device: _Optional[str] = ..., envs_stepped: _Optional[int] = ..., model_calls: _Optional[int] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("num_envs", "obs_type")
+    __slots__ = ("num_envs", "obs_type", "latents")
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     OBS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
     num_envs: int
     obs_type: ObsType
-    def __init__(self, num_envs: _Optional[int] = ..., obs_type: _Optional[_Union[ObsType, str]] = ...) -> None: ...
+    latents: Latents
+    def __init__(self, num_envs: _Optional[int] = ..., obs_type: _Optional[_Union[ObsType, str]] = ..., latents: _Optional[_Union[Latents, str]] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
     __slots__ = ("session_id",)
