@@ -94,3 +94,16 @@ def test_fidelity_benchmark_prints_a_row_per_preset_and_motion_weight(breakout_r
     rows = [line for line in result.stdout.splitlines() if line.startswith("| tiny-s5@motion")]
     assert [row.split()[1] for row in rows] == ["tiny-s5@motion20", "tiny-s5@motion0"]
     assert (tmp_path / "fidelity.json").is_file()
+
+
+def test_control_benchmark_plays_both_policies_in_the_game_and_the_dream(tmp_path):
+    command = [sys.executable, "benchmarks/control.py", "--envs", "2", "--steps", "20",
+               "--episode-steps", "8", "--json", str(tmp_path / "control.json")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = __import__("json").loads((tmp_path / "control.json").read_text())
+    for where in ("real game", "dream (sampled latents)", "dream (mode latents)"):
+        for kind in ("random", "tracker"):
+            row = rows[f"{where}, {kind}"]
+            assert 0 <= row["ball_in_play"] <= 1 and row["ends_per_1000"] >= 0
+    assert result.stdout.count("tracker / random rewards") == 3
