@@ -78,6 +78,11 @@ class LatentWorldModelConfig:
     that a small ball counts (0: the papers' plain squared error; see wmsim.model.pixels)."""
     motion_threshold: float = 0.05
     """Change of a pixel (values in [0, 1], summed over channels) that makes it move."""
+    prior_recon_scale: float = 0.0
+    """Weight of a reconstruction loss on the prior's one-step prediction: a straight-through
+    sample of the prior, decoded and compared with the next real frame (moving pixels weighted
+    as above). The KL trains the dynamics in latent space, where the few latents that place a
+    one-pixel ball weigh little; this trains them in pixels. 0: the papers' (KL only)."""
     reward_scale: float = 1.0
     """Weight of the reward loss."""
     continue_scale: float = 1.0
@@ -205,6 +210,15 @@ class LatentWorldModel(nn.Module):
         h, _ = self.backbone(self.tokens(z, batch["action"]), batch["is_first"], state)
         prior = self._latent_dist(self.prior(h[:, :-1]))  # predicts steps 1 .. T-1
         valid = ~batch["is_first"][:, 1:]  # a new episode is not predicted from the old one
+        prior_recon_loss = torch.zeros((), device=obs.device)
+        if c.prior_recon_scale:
+            drawn = torch.rand(prior.shape, generator=generator, device=prior.device)
+            predicted = sample_one_hot(prior, drawn.to(prior.dtype)).flatten(-2).to(z.dtype)
+            prior_recon_loss = reconstruction_loss(
+                self.decoder(predicted.reshape(batch_size * (length - 1), -1)),
+                obs[:, 1:], batch["is_first"][:, 1:],
+                motion_weight=c.motion_weight, threshold=c.motion_threshold,
+            )  # fmt: skip
         dyn = categorical_kl(post[:, 1:].detach(), prior)
         rep = categorical_kl(post[:, 1:], prior.detach())
         dyn_loss, rep_loss = self._free_bits(dyn, valid), self._free_bits(rep, valid)
@@ -227,10 +241,12 @@ class LatentWorldModel(nn.Module):
             + c.continue_scale * cont_loss
             + c.dyn_scale * dyn_loss
             + c.rep_scale * rep_loss
+            + c.prior_recon_scale * prior_recon_loss
         )
         metrics = {
             "loss": loss, "recon": recon_loss, "reward": reward_loss, "continue": cont_loss,
             "dyn": dyn_loss, "rep": rep_loss, "kl": masked_mean(dyn, valid),
+            **({"prior_recon": prior_recon_loss} if c.prior_recon_scale else {}),
         }  # fmt: skip
         return loss, {k: v.detach() for k, v in metrics.items()}
 
