@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 STARTUP_S = 120
 
 
@@ -72,3 +74,12 @@ def served(*args: str | Path, env: dict | None = None):
     finally:
         if server.process.poll() is None:
             server.stop()
+
+
+def play(envs, steps: int, seed: int):
+    """reset(seed) and ``steps`` steps of random actions (seeded): every return value, in order."""
+    rng = np.random.default_rng(seed)
+    out = [envs.reset(seed=seed)]
+    for _ in range(steps):
+        out.append(envs.step(rng.integers(4, size=envs.num_envs)))
+    return out

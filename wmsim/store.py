@@ -2,14 +2,17 @@
 
 In order:
 
-1. ``model=``: a bundle path, or the name of a bundle in the user store;
+1. ``model=``: the name of a bundle in the user store, a bundle path, or a training
+   run (a ``wmsim train`` directory or its ``checkpoint.pt``), exported once into
+   ``$WMSIM_HOME/cache/runs`` and used from there (see :mod:`wmsim.runs_cache`);
 2. ``WMSIM_MODEL``: the same, from the environment;
 3. the user store, ``$WMSIM_HOME/models/<Game>.wmsim`` (``WMSIM_HOME`` defaults to
    ``$XDG_CACHE_HOME/wmsim``, else ``~/.cache/wmsim``); ``wmsim models add`` puts
    bundles there and ``wmsim models list`` shows them;
 4. the default bundle shipped inside the package, ``wmsim/bundles/<Game>.wmsim``.
 
-This module imports nothing beyond the standard library.
+This module imports nothing beyond the standard library; a path imports
+:mod:`wmsim.runs_cache` (numpy), and a run to export, torch.
 """
 
 from __future__ import annotations
@@ -43,10 +46,16 @@ def store() -> Path:
     return home() / "models"
 
 
+def runs_cache() -> Path:
+    """Where training runs given as models are exported to: ``<home>/cache/runs``."""
+    return home() / "cache" / "runs"
+
+
 def _named(name: str) -> Path:
     """A name in the store or among the embedded bundles (with or without ``.wmsim``), else a path.
 
     Names come first: a folder ``./Breakout`` does not hide the stored ``Breakout``.
+    A path is a bundle, or a training run, which is exported (once) into :func:`runs_cache`.
     """
     if NAME.fullmatch(name):
         stem = name.removesuffix(".wmsim")
@@ -54,11 +63,14 @@ def _named(name: str) -> Path:
             if (folder / f"{stem}.wmsim").is_dir():
                 return folder / f"{stem}.wmsim"
     path = Path(name).expanduser()
-    if path.is_dir():
-        return path
+    if path.exists():
+        from wmsim.runs_cache import bundle_at
+
+        return bundle_at(path, runs_cache())
     raise UserError(
         f"no model bundle {name!r}: it is neither a directory nor a name in {store()} "
-        "(`wmsim models list` shows them); give a NAME.wmsim path"
+        "(`wmsim models list` shows them); give a bundle NAME.wmsim, or a run directory of "
+        "`wmsim train` (or its checkpoint.pt)"
     )
 
 
@@ -66,7 +78,8 @@ def resolve_model(game: str, model: str | os.PathLike | None = None) -> Path:
     """The bundle a dream env of ``game`` should load (see the module docstring).
 
     Raises:
-        UserError: no bundle for ``game`` anywhere; the message names the commands that make one.
+        UserError: no bundle for ``game`` anywhere (the message names the commands that make
+            one), a path that is neither a bundle nor a run, or a run that cannot be exported.
     """
     if model is not None:
         return _named(os.fspath(model))
@@ -80,7 +93,7 @@ def resolve_model(game: str, model: str | os.PathLike | None = None) -> Path:
         f"`wmsim collect --game {game} --steps 100000 --out data/{game}`, "
         f"`wmsim train --data data/{game} --steps 5000 --preset tiny-s5 --out runs/{game}`, "
         f"`wmsim export --run runs/{game} --out {game}.wmsim` and "
-        f"`wmsim models add {game}.wmsim`, or pass model=PATH"
+        f"`wmsim models add {game}.wmsim`, or pass model=PATH (a bundle, or the run itself)"
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
-from serving import served
+from serving import play, served
 
 import wmsim  # noqa: F401  registers the ids
 from wmsim.rpc import tensors
@@ -61,14 +61,6 @@ def wait_until(condition, timeout=10.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
-
-
-def play(envs, steps: int, seed: int):
-    rng = np.random.default_rng(seed)
-    out = [envs.reset(seed=seed)]
-    for _ in range(steps):
-        out.append(envs.step(rng.integers(4, size=envs.num_envs)))
-    return out
 
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
