@@ -168,8 +168,9 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
 
     Args:
         game: the game, CamelCase as in ``wmsim.games.ATARI_100K``.
-        model: a bundle path or a name in the model store; None takes ``WMSIM_MODEL``, the
-            store, then the bundle shipped with wmsim (see :func:`wmsim.store.resolve_model`).
+        model: a bundle path, a name in the model store, or a training run (exported once
+            into a cache); None takes ``WMSIM_MODEL``, the store, then the bundle shipped
+            with wmsim (see :func:`wmsim.store.resolve_model`).
         obs_type: ``"pixels"`` for (H, W, 3) uint8 frames, ``"latent"`` for the model's latents.
         render_mode: None or ``"rgb_array"`` (the current frame, also for latent observations).
         device: where onnxruntime runs the model: ``"auto"``, ``"cpu"`` or ``"cuda"``.

@@ -44,7 +44,8 @@ class ServeArgs:
     """Serve a model bundle's dreams over gRPC."""
 
     model: str | None = None
-    """Bundle path or model-store name (default: the game's model, as dream envs resolve it)."""
+    """Bundle path, model-store name, or a training run (exported once, then cached; default:
+    the game's model, as dream envs resolve it)."""
     game: str = "Breakout"
     """The game whose default model to serve when --model is not given."""
     host: str = "127.0.0.1"

@@ -39,7 +39,8 @@ class DreamArgs:
     run: Path | None = None
     """Run directory written by `wmsim train`."""
     model: str | None = None
-    """Without --run: a bundle path or name (default: the game's model, see `wmsim models list`)."""
+    """Without --run: a bundle path or name, or a training run, exported once (default: the
+    game's model, see `wmsim models list`)."""
     game: str = "Breakout"
     """Without --run: the game to play and dream."""
     steps: int = 64
