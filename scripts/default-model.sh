@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the Breakout model that ships inside wmsim (wmsim/bundles/Breakout.wmsim) from real frames,
-# with the project's own commands. About 40 minutes on a 2-core CPU (AVX512-BF16): collection
-# ~30 seconds, training ~35 minutes (15,000 steps of tiny-s5 in bf16), export and its check ~3.
+# with the project's own commands. About 75 minutes on a 2-core CPU (AVX512-BF16): collection
+# ~30 seconds, training ~67 minutes (30,000 steps of tiny-s5 in bf16), export and its check ~5.
 # Everything is seeded; floating-point results may still differ in the last bits on another CPU or
 # thread count.
 set -euo pipefail
@@ -15,10 +15,13 @@ wmsim collect --game Breakout --resize max --steps 120000 --envs 2 --seed 1 --ou
     --policy tracker --epsilon 0.25
 # tiny-s5 weighs the error on moving pixels 21x and draws a quarter of its windows around
 # rewards and lost lives (README: "The default model")
-wmsim train --data "$data" --preset tiny-s5 --steps 15000 --seed 0 --out runs/breakout-default \
+wmsim train --data "$data" --preset tiny-s5 --steps 30000 --seed 0 --out runs/breakout-default \
     --eval-every 2500 --checkpoint-every 500
 # float16 weights: half the size (the package keeps it under 20 MB); --check compares onnxruntime
 # with the torch model on real contexts, fails on any mismatch, then measures the bundle on 10,000
-# steps of fresh real play and writes that fidelity table into spec.json
-wmsim export --run runs/breakout-default --out "$out" --weights float16 --check
+# steps of fresh real play and writes that fidelity table into spec.json. Dreams start anywhere in
+# real play (1,024 windows, 1 MB): a reset may put the ball in flight, so an agent meets rallies
+# from its first step (episode starts only: --starts episode).
+wmsim export --run runs/breakout-default --out "$out" --weights float16 --check \
+    --starts play --contexts 1024
 wmsim bundle check "$out"

@@ -24,7 +24,7 @@ from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 
 ID = "wmsim/Breakout-dream-v0"
 MAX_ENVS = 64
-NUM_CONTEXTS = 64  # start contexts in the shipped bundle
+NUM_CONTEXTS = 1024  # start contexts in the shipped bundle
 
 
 @pytest.fixture(scope="module")
