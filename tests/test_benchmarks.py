@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -107,3 +109,25 @@ def test_control_benchmark_plays_both_policies_in_the_game_and_the_dream(tmp_pat
             row = rows[f"{where}, {kind}"]
             assert 0 <= row["ball_in_play"] <= 1 and row["ends_per_1000"] >= 0
     assert result.stdout.count("tracker / random rewards") == 3
+
+
+def test_play_benchmark_prints_key_to_frame_latency_in_process_and_served():
+    pytest.importorskip("aiohttp")
+    command = [sys.executable, "-m", "wmsim", "bench", "play", "--presses", "2", "--fps", "30"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("in-", "wm"))]
+    assert [row[:-5] for row in rows] == [["in-process"], ["wmsim", "serve"]]
+    assert all(row[-5:-3] == ["30", "2"] and float(row[-1]) > 0 for row in rows)
+
+
+@pytest.mark.long
+def test_the_gpu_fidelity_script_runs_to_the_end_on_cpu_at_tiny_sizes(tmp_path):
+    env = {**__import__("os").environ, "OUT": str(tmp_path), "ENVS": "1", "RANDOM_STEPS": "600",
+           "TRACKER_STEPS": "600", "STEPS": "4", "BATCH": "2", "TRAIN_SECONDS": "120",
+           "FIDELITY_STEPS": "200", "CONTROL_ARGS": "--envs 2 --steps 10 --episode-steps 8"}  # fmt: skip
+    result = subprocess.run(["bash", "scripts/gpu-fidelity.sh"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fidelity on 200 steps of fresh real play" in result.stdout
+    assert "tracker / random rewards" in result.stdout and "gpu-fidelity:" in result.stdout
