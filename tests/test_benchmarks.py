@@ -125,7 +125,8 @@ def test_play_benchmark_prints_key_to_frame_latency_in_process_and_served():
 def test_the_gpu_fidelity_script_runs_to_the_end_on_cpu_at_tiny_sizes(tmp_path):
     env = {**__import__("os").environ, "OUT": str(tmp_path), "ENVS": "1", "RANDOM_STEPS": "600",
            "TRACKER_STEPS": "600", "STEPS": "4", "BATCH": "2", "TRAIN_SECONDS": "120",
-           "FIDELITY_STEPS": "200", "CONTROL_ARGS": "--envs 2 --steps 10 --episode-steps 8"}  # fmt: skip
+           "FIDELITY_STEPS": "200",
+           "CONTROL_ARGS": "--envs 2 --steps 10 --episode-steps 8"}  # fmt: skip
     result = subprocess.run(["bash", "scripts/gpu-fidelity.sh"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
