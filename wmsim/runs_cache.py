@@ -27,7 +27,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from wmsim.bundle import SPEC, Bundle, BundleError, open_bundle, sha256
 from wmsim.errors import UserError
@@ -167,7 +166,7 @@ def _export(checkpoint: Path, cache: Path, key: str) -> Bundle:
     _need_torch(run)
     import torch
 
-    from wmsim.export.writer import ExportArgs, export_run
+    from wmsim.export.writer import AGENT_REPLAY, ExportArgs, export_run
     from wmsim.train.checkpoint import load_checkpoint
 
     try:
@@ -190,9 +189,7 @@ def _export(checkpoint: Path, cache: Path, key: str) -> Bundle:
     game = str(config.get("game"))
     out = cache / f"{game if GAME.fullmatch(game) else 'model'}-{key}.wmsim"
     with torch.random.fork_rng(devices=[]):
-        if saved.get("kind") == "world-model":
-            return _export_agent_run(run, saved, out)
-        data = Path(config["data"])
+        data = Path(config.get("data") or run / AGENT_REPLAY)
         if not data.is_dir():
             raise UserError(
                 f"{run} trained on the replay {data}, which is not there, and its start contexts "
@@ -201,27 +198,3 @@ def _export(checkpoint: Path, cache: Path, key: str) -> Bundle:
             )
         return export_run(ExportArgs(run=run, out=out, check=True, fidelity_steps=0,
                                      contexts=CONTEXTS, weights="float32"))  # fmt: skip
-
-
-def _export_agent_run(run: Path, saved: dict[str, Any], out: Path) -> Bundle:
-    """Export the world model of a ``wmsim agent train --game`` run, contexts from its replay."""
-    import torch
-
-    from wmsim.agent.loop import REPLAY
-    from wmsim.configs import from_dict
-    from wmsim.export.writer import start_contexts, write_bundle
-    from wmsim.replay import Replay
-    from wmsim.train.loop import world_model_of
-
-    config = saved["config"]
-    replay = Replay(run / REPLAY)
-    contexts = start_contexts(replay, from_dict(config["train"]).context, CONTEXTS)
-    training = {
-        "kind": "agent", "preset": config["preset"], "steps": int(saved["updates"]),
-        "data": str(replay.directory), "seed": config["seed"], "held_out": {}, "starts": "episode",
-    }  # fmt: skip
-    return write_bundle(
-        out, world_model_of(saved, torch.device("cpu")), contexts,
-        game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
-        config=config, training=training, weights="float32", check=True, fidelity_steps=0,
-    )  # fmt: skip

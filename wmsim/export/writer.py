@@ -48,6 +48,9 @@ from wmsim.train.evaluate import episode_windows
 from wmsim.train.logs import read_metrics
 from wmsim.train.loop import load_run
 
+AGENT_REPLAY = "replay"
+"""Where an agent run keeps its replay (:data:`wmsim.agent.loop.REPLAY`)."""
+
 
 @dataclass(frozen=True)
 class ExportArgs:
@@ -116,12 +119,15 @@ def _info(name: str, x: torch.Tensor, batch_axis: bool = True) -> dict[str, Any]
     return {"name": name, "shape": shape, "dtype": str(x.dtype).removeprefix("torch.")}
 
 
-def _training_summary(run: Path, saved: dict[str, Any]) -> dict[str, Any]:
+def _training_summary(run: Path, saved: dict[str, Any], replay: Replay) -> dict[str, Any]:
     evaluations = read_metrics(run, "eval")
     return {
+        # `wmsim agent train --game` tags its checkpoints "world-model" (its kind of loop)
+        "kind": "agent" if saved.get("kind") == "world-model" else "train",
         "preset": saved["config"]["preset"],
-        "steps": int(saved.get("step", 0)),
-        "data": saved["config"]["data"],
+        # an agent run counts world-model updates
+        "steps": int(saved.get("step", saved.get("updates", 0))),
+        "data": str(replay.directory),
         "seed": saved["config"]["seed"],
         "held_out": {k: v for k, v in evaluations[-1].items() if k != "kind"}
         if evaluations
@@ -294,7 +300,14 @@ def export_run(args: ExportArgs) -> Bundle:
     model, saved = load_run(args.run, torch.device("cpu"))
     config = saved["config"]
     train: TrainConfig = from_dict(config["train"])
-    replay = Replay(args.data or Path(config["data"]))
+    if saved.get("kind") == "env":
+        raise UserError(
+            f"{args.run} is an agent trained in a dream env (`wmsim agent train --env`): it holds "
+            "a policy and no world model; export a run of `wmsim train` or `wmsim agent train "
+            "--game`"
+        )
+    # a `wmsim train` run names its replay; an agent run keeps its own beside its checkpoint
+    replay = Replay(args.data or Path(config.get("data") or args.run / AGENT_REPLAY))
     if replay.env["game"] != config["game"]:
         raise UserError(
             f"{args.run} models {config['game']}, but {replay.directory} holds {replay.env['game']}"
@@ -303,8 +316,8 @@ def export_run(args: ExportArgs) -> Bundle:
     bundle = write_bundle(
         args.out, model, contexts,
         game=config["game"], actions=list(saved["action_meanings"]), env=replay.env,
-        config=config, training=_training_summary(args.run, saved) | {"starts": args.starts},
-        weights=args.weights,
+        config=config, weights=args.weights,
+        training=_training_summary(args.run, saved, replay) | {"starts": args.starts},
         check=args.check, fidelity_steps=args.fidelity_steps,
     )  # fmt: skip
     return bundle
