@@ -26,6 +26,7 @@ commands:
   dream         write the real game and a model's dream of it side by side (GIF, MP4)
   export        write a trained run as a model bundle (ONNX graphs, spec, start contexts)
   serve         serve a model bundle's dreams over gRPC to any number of clients
+  play          play a model's dream in the browser, alone or beside the real game
   agent train   train the reference agent: the full loop on a real game, or in any gymnasium env
   eval          play an agent (or the random policy) on the real game: scores, HNS, video, JSON
   results       aggregate evaluation records: mean, median and IQM HNS beside the papers'
@@ -191,6 +192,18 @@ def _serve(argv: list[str]) -> int:
             f"serving needs {error.name}: pip install 'wmsim[cpu]' (or [gpu])"
         ) from None
     return serve(tyro.cli(ServeArgs, prog="wmsim serve", args=argv))
+
+
+def _play(argv: list[str]) -> int:
+    import tyro
+
+    try:
+        from wmsim.play.app import PlayArgs, play
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] != "aiohttp":
+            raise
+        raise UserError('`wmsim play` needs aiohttp: pip install -e ".[play]"') from None
+    return play(tyro.cli(PlayArgs, prog="wmsim play", args=argv))
 
 
 @dataclass(frozen=True)
@@ -359,6 +372,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "dream": _dream,
     "export": _export,
     "serve": _serve,
+    "play": _play,
     "agent train": _agent_train,
     "eval": _eval,
     "results": _results,
