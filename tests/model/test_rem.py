@@ -146,3 +146,9 @@ def test_training_loss_and_parameter_groups():
     assert groups[2]["lr_scale"] == 0.5 and rem.tokenizer.codebook.weight in set(
         groups[2]["params"]
     )
+    # every group in module order: a resumed optimizer meets its state in the saved order (a
+    # set-ordered group differed between processes, and tiny-rem could not resume)
+    order = {id(p): i for i, p in enumerate(rem.parameters())}
+    for group in groups:
+        indices = [order[id(p)] for p in group["params"]]
+        assert indices == sorted(indices)

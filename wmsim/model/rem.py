@@ -223,7 +223,9 @@ class REMWorldModel(nn.Module):
         return [
             {"params": decayed, "weight_decay": weight_decay},
             {"params": rest, "weight_decay": 0.0},
-            {"params": list(tokenizer), "weight_decay": 0.0,
+            # in module order, as the others: a set's order changes from process to process,
+            # and a resumed optimizer's state must meet its parameters in the saved order
+            {"params": list(self.tokenizer.parameters()), "weight_decay": 0.0,
              "lr_scale": self.config.tokenizer_lr_scale},
         ]  # fmt: skip
 
