@@ -5,8 +5,8 @@ encoding), so the web server calls them on a worker thread, one at a time per
 session. A reset without a seed draws one and reports it, so every episode the
 page shows can be played again. Beside the real game, both are reset with the
 same seed and stepped with the same actions; they start from different states
-all the same: a dream starts from one of its bundle's recorded episode starts,
-the real game from its own reset.
+all the same: a dream starts from one of its bundle's start contexts (recorded
+real play), the real game from its own reset.
 """
 
 from __future__ import annotations
