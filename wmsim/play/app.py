@@ -72,8 +72,10 @@ class PlayArgs:
     """How dream episodes end (the envs' ``ends=``): ``likely``, where the model finds an end more
     likely than not, so the few percent of end probability a model puts on every step do not cut
     a person's game short; or ``sampled``, drawn each step, as the registered envs end them."""
-    latents: Literal["sampled", "mode"] = "sampled"
-    """How the dream takes its latents, as the dream envs' ``latents=``."""
+    latents: Literal["sampled", "mode"] = "mode"
+    """How the dream takes its latents, as the dream envs' ``latents=``: the most likely class
+    by default here (a person judges the model's best guess; sampling loses the shipped
+    model's ball in half the frames), ``sampled`` for what agents see by default."""
     device: str = "auto"
     """Where onnxruntime runs an in-process model: auto, cpu or cuda."""
     threads: int | None = None
