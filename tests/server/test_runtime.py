@@ -33,6 +33,20 @@ def test_a_reset_is_the_start_context_observed(runtime):
         np.testing.assert_array_equal(runtime.arena[k][[4, 1]], v)
 
 
+def test_start_states_are_computed_by_chunk_when_a_reset_first_draws_them(runtime):
+    from wmsim_server.runtime import START_CHUNK
+
+    fresh = Runtime(runtime.bundle, 2, device="cpu", threads=1)
+    assert not fresh._observed.any()  # nothing observed at start-up
+    context = START_CHUNK + 1
+    got = fresh.reset(np.array([0]), np.array([context]))
+    assert fresh._observed.tolist() == [i == 1 for i in range(len(fresh._observed))]
+    part = slice(START_CHUNK, 2 * START_CHUNK)
+    c = {k: v[part] for k, v in fresh.bundle.start_contexts().items()}
+    _, latent = fresh.graphs.observe(c["frames"], c["actions"], c["is_first"])
+    np.testing.assert_array_equal(got[0], latent[1])
+
+
 def test_stepping_some_rows_leaves_the_others_and_equals_stepping_them_alone(runtime):
     runtime.reset(np.arange(6), np.arange(6) % runtime.num_contexts)
     before = {k: v.copy() for k, v in runtime.arena.items()}
