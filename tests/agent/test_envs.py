@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +114,16 @@ def test_refuses_envs_it_cannot_play(tmp_path):
         agent_train(AgentTrainArgs(out=tmp_path / "r", env="CartPole-v1", **SMALL))
     with pytest.raises(UserError, match="--server goes with --env"):
         agent_train(AgentTrainArgs(out=tmp_path / "r", game="Breakout", server="x:1"))
+
+
+def test_the_shipped_dream_policy_plays_the_real_game(tmp_path):
+    """examples/breakout-dream-agent stays loadable by `wmsim eval` (its score is in its README)."""
+    from wmsim.cli import main
+
+    agent = Path(__file__).resolve().parents[2] / "examples" / "breakout-dream-agent"
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--agent", str(agent), "--episodes", "1", "--max-frames", "2000",
+                 "--out", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["episodes"] == 1 and record["env_steps"] == 3_000_320
+    assert record["protocol"]["resize"] == "max"  # the dream's frames, as it trained
