@@ -30,20 +30,14 @@ import numpy as np
 import wmsim  # noqa: F401  registers the dream ids
 from wmsim.bundle import open_bundle
 from wmsim.bundle_dream import real_env
-from wmsim.collect.tracker import TrackerPolicy
+from wmsim.collect.tracker import TrackerPolicy, red_pixels
 from wmsim.store import EMBEDDED
 
 
 def ball_in_play(frames: np.ndarray) -> np.ndarray:
-    """(n,) bool: a red pixel (the ball) between the bricks and the paddle, walls excluded."""
+    """(n,) bool: a ball (red pixels) between the bricks and the paddle."""
     size = frames.shape[1]
-    r, g = frames[..., 0].astype(np.int16), frames[..., 1].astype(np.int16)
-    red = (r >= 100) & (r - g >= 50)
-    rows, cols = (
-        slice(int(0.45 * size), int(0.85 * size)),
-        slice(int(0.06 * size), int(0.94 * size)),
-    )
-    return red[:, rows, cols].any((1, 2))
+    return red_pixels(frames)[:, int(0.45 * size) : int(0.85 * size)].any((1, 2))
 
 
 def policies(kind: str, meanings: list[str], n: int, seed: int):

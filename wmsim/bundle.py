@@ -54,6 +54,10 @@ MAX_START_CONTEXTS = 4096
 MAX_START_CONTEXT_BYTES = 512 << 20
 """The start contexts' size unpacked (4,096 contexts of 8 RGB 64x64 frames: 403 MB)."""
 
+MODE_NOISE = 0.5
+"""The step graph's noise that picks each latent's most likely class: every bundle samples by
+Gumbel-max from uniform noise, and equal noise for every class leaves the logits' argmax."""
+
 STATE_IN, STATE_OUT = "state.", "next."
 """Prefixes of the state tensors' names in the graphs: observe and step output the
 state as ``state.<name>`` and ``next.<name>``; step takes it as ``state.<name>``."""

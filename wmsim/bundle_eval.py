@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from wmsim import fidelity
-from wmsim.bundle import Bundle
+from wmsim.bundle import MODE_NOISE, Bundle
 from wmsim.bundle_dream import real_env
 from wmsim.errors import UserError
 
@@ -103,7 +103,7 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
         is_first[:, 0] = True
         state, latent = graphs.observe(real["obs"][rows], real["action"][rows[:, :-1]], is_first)
         out["recon"].append(graphs.decode(latent))
-        noise = np.full((len(s), *noise_shape), 0.5, np.float32)
+        noise = np.full((len(s), *noise_shape), MODE_NOISE, np.float32)
         for h in range(1, horizon + 1):
             if rng is not None:
                 noise = rng.random((len(s), *noise_shape), dtype=np.float32)

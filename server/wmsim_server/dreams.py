@@ -25,11 +25,8 @@ from pathlib import Path
 import numpy as np
 from gymnasium.utils import seeding
 
-from wmsim.bundle import Bundle
+from wmsim.bundle import MODE_NOISE, Bundle
 from wmsim_server.runtime import Runtime
-
-MODE_NOISE = 0.5
-"""The noise that makes Gumbel-max sampling (every bundle's) pick the most likely class."""
 
 
 class Dreams:

@@ -20,6 +20,18 @@ import numpy as np
 from wmsim.errors import UserError
 
 
+def red_pixels(frames: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) frames -> (..., H, W) bool: Breakout's ball and paddle colour.
+
+    A ball faded by area resizing counts too; the side walls' columns are left out.
+    """
+    r, g, b = np.moveaxis(frames.astype(np.int16), -1, 0)
+    red = (r >= 100) & (r - g >= 50) & (r - b >= 50)
+    width = frames.shape[-2]
+    red[..., : int(0.06 * width)] = red[..., int(0.94 * width) :] = False
+    return red
+
+
 class TrackerPolicy:
     """Follow the ball with the paddle; a random action with probability ``epsilon``.
 
@@ -45,9 +57,7 @@ class TrackerPolicy:
         if is_first:
             self.last_ball = None
         size = obs.shape[0]
-        r, g, b = np.moveaxis(obs.astype(np.int16), -1, 0)
-        red = (r >= 100) & (r - g >= 50) & (r - b >= 50)  # (H, W); also a faded, area-resized ball
-        red[:, : int(0.06 * size)] = red[:, int(0.94 * size) :] = False  # walls and their corners
+        red = red_pixels(obs)  # (H, W)
         bottom = int(0.85 * size)
         wide = np.flatnonzero(red[bottom:].sum(1) >= 3)  # the paddle's rows
         ball_rows = red[int(0.45 * size) : bottom + (wide[0] if len(wide) else 0)]
