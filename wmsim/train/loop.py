@@ -135,8 +135,12 @@ def check_same_run(
     asked: dict[str, Any],
     keys: tuple[str, ...] = ("preset", "game", "seed", "train"),
 ) -> None:
-    """Refuse to resume a run with other settings, naming each difference."""
-    old = _flatten({k: saved.get(k) for k in keys})
+    """Refuse to resume a run with other settings, naming each difference.
+
+    The saved settings are compared as they load: a field added to a config
+    class after the run was made takes its default, as it does on resume.
+    """
+    old = _flatten({k: to_dict(from_dict(saved.get(k))) for k in keys})
     new = _flatten({k: asked[k] for k in keys})
     differ = [
         f"{key.partition('.')[2] or key}: {old.get(key)!r} there, {new.get(key)!r} asked"
