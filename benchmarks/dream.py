@@ -81,7 +81,7 @@ def torch_rate(model, contexts, batch, pixels, steps, repeats) -> float:
 
 
 def runtime_rate(bundle, batch, pixels, steps, repeats, threads) -> float:
-    from wmsim_server.runtime import Runtime
+    from wmsim.runtime.graphs import Runtime
 
     runtime = Runtime(bundle, batch, device="cpu", threads=threads, decode=pixels)
     rows = np.arange(batch)

@@ -5,10 +5,10 @@ import shutil
 
 import numpy as np
 import pytest
-from wmsim_server.runtime import Graphs
 
 from wmsim.bundle import BundleError, open_bundle, sha256
 from wmsim.cli import main
+from wmsim.runtime.graphs import Graphs
 from wmsim.store import EMBEDDED
 
 DEFAULT = EMBEDDED / "Breakout.wmsim"

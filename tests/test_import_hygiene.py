@@ -1,9 +1,18 @@
-"""Dependency rules: light `import wmsim`; clients and server never import torch."""
+"""Dependency rules: light `import wmsim`; clients and server never import torch.
 
+The layers, bottom up: ``wmsim.runtime`` (onnxruntime, no torch, no grpc); the
+server and the clients above it; the training side (collect, train, export,
+agent) beside them, never importing the server.
+"""
+
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def modules_after(statement: str) -> set[str]:
@@ -51,3 +60,48 @@ def test_models_know_nothing_of_replay_training_export_or_serving():
     ours = {name for name in loaded if name.startswith(("wmsim", "wmsim_"))}
     allowed = ("wmsim.model", "wmsim.errors")
     assert {name for name in ours if name != "wmsim" and not name.startswith(allowed)} == set()
+
+
+def imported_names(folder: Path, root: Path = ROOT) -> dict[str, set[str]]:
+    """Every module named by an import anywhere in each file, function bodies included."""
+    out = {}
+    for path in sorted(folder.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+        out[path.relative_to(root).as_posix()] = names
+    return out
+
+
+def importers(folder: Path, *roots: str) -> list[str]:
+    return [
+        path
+        for path, names in imported_names(folder).items()
+        if any(name == root or name.startswith(root + ".") for name in names for root in roots)
+    ]
+
+
+def test_the_runtime_layer_imports_neither_torch_nor_grpc_nor_the_layers_above_it():
+    assert (
+        importers(ROOT / "wmsim" / "runtime", "torch", "grpc", "wmsim_server", "wmsim_client") == []
+    )
+    loaded = modules_after("import wmsim.runtime.graphs, wmsim.runtime.dreams")
+    assert not loaded & {"torch", "grpc", "wmsim_server", "wmsim_client"}
+
+
+def test_only_the_command_line_reaches_the_server_from_the_wmsim_package():
+    # `wmsim serve` starts the server; nothing else on the training side may lean on it
+    assert importers(ROOT / "wmsim", "wmsim_server") == ["wmsim/cli.py"]
+
+
+def test_clients_and_server_never_import_torch_even_inside_functions():
+    assert importers(ROOT / "clients" / "wmsim_client", "torch") == []
+    assert importers(ROOT / "server" / "wmsim_server", "torch") == []
+
+
+def test_the_import_scan_sees_imports_inside_functions(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n    from torch import nn\n")
+    assert imported_names(tmp_path, root=tmp_path) == {"m.py": {"torch"}}

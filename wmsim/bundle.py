@@ -466,7 +466,7 @@ def open_bundle(path: str | Path) -> Bundle:
     """Open a bundle after checking its spec, every file's sha256 and its start contexts.
 
     The graphs' own signatures are checked when a runtime loads them
-    (:func:`wmsim_server.runtime.check_graphs`; ``wmsim bundle check`` does both).
+    (:func:`wmsim.runtime.graphs.check_graphs`; ``wmsim bundle check`` does both).
 
     Raises:
         BundleError: naming the first problem found and the fix.

@@ -57,7 +57,7 @@ def dream_bundle(
     out: Path, *, game: str, model: str | None, steps: int, seed: int, device: str = "auto"
 ) -> Path:
     """Write the real game and the bundle's dream of it side by side to ``out``; return ``out``."""
-    from wmsim_server.runtime import Graphs
+    from wmsim.runtime.graphs import Graphs
 
     bundle = open_bundle(resolve_model(game, model))
     if model is not None and bundle.game != game:

@@ -127,7 +127,7 @@ def evaluate_bundle(
     device: str = "cpu",
 ) -> dict[str, float]:
     """The fidelity metrics of ``bundle`` on fresh real play (see the module docstring)."""
-    from wmsim_server.runtime import Graphs
+    from wmsim.runtime.graphs import Graphs
 
     context = bundle.context
     if context < 2:

@@ -262,7 +262,7 @@ def _bundle_check(argv: list[str]) -> int:
     args = _parse_positional(BundleCheckArgs, "wmsim bundle check", argv)
     bundle = open_bundle(args.path)
     try:
-        from wmsim_server.runtime import Graphs
+        from wmsim.runtime.graphs import Graphs
     except ImportError:
         raise UserError(
             "checking the graphs needs onnxruntime: pip install wmsim[cpu] (or wmsim[gpu])"

@@ -1,7 +1,7 @@
 """DreamEnv: one dream of a learned Atari simulator as a ``gymnasium.Env``.
 
 The env keeps the episode (step count, truncation) and the simulator keeps the
-dream: its row's state and random generator (see :mod:`wmsim_server.dreams`).
+dream: its row's state and random generator (see :mod:`wmsim.runtime.dreams`).
 ``reset(seed=s)`` seeds that generator with the generator gymnasium would make
 for ``s`` (and seeds ``np_random`` alike, as gymnasium expects, though the dream
 does not draw from it), so a seed reproduces a trajectory, in-process or served.

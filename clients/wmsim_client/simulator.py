@@ -1,7 +1,7 @@
 """The simulator a dream env drives: rows of dreams behind one interface.
 
 A :class:`Simulator` holds ``num_rows`` dream rows (one per env), each with its
-own random generator (see :mod:`wmsim_server.dreams`): the env sends seeds and
+own random generator (see :mod:`wmsim.runtime.dreams`): the env sends seeds and
 actions and gets observations, rewards, continue probabilities and
 terminations back, so a seed gives the same dream in-process
 (:class:`LocalSimulator`) as from ``wmsim serve``
@@ -78,7 +78,7 @@ class Simulator(Protocol):
 
 
 class LocalSimulator:
-    """Dream rows run in this process (:class:`wmsim_server.dreams.Dreams`).
+    """Dream rows run in this process (:class:`wmsim.runtime.dreams.Dreams`).
 
     Args:
         bundle: the bundle's path.
@@ -101,7 +101,7 @@ class LocalSimulator:
         render: bool = False,
         latents: str = "sampled",
     ):
-        from wmsim_server.dreams import Dreams
+        from wmsim.runtime.dreams import Dreams
 
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")

@@ -4,7 +4,7 @@ It is the native vector env of the ``wmsim/<Game>-dream-v0`` ids
 (``gymnasium.make_vec`` builds it through the ``vector_entry_point``) and equals
 N :class:`wmsim_client.env.DreamEnv` step for step: each sub-env is one row of
 the simulator, with its own random generator, seeded as a single env seeds its
-row (see :mod:`wmsim_server.dreams`). The autoreset modes follow gymnasium's
+row (see :mod:`wmsim.runtime.dreams`). The autoreset modes follow gymnasium's
 ``SyncVectorEnv``, infos included. In NEXT_STEP mode the sub-envs that ended
 last step are reset in the same simulator call that steps the others: one
 round trip per step to a server.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wmsim_server.dreams import Dreams
+from wmsim.runtime.dreams import Dreams
 
 
 @dataclass

@@ -32,8 +32,8 @@ from wmsim.rpc.channel import MAX_MESSAGE_MB, channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+from wmsim.runtime.dreams import Dreams
 from wmsim.store import resolve_model
-from wmsim_server.dreams import Dreams
 from wmsim_server.service import DreamService, Gate, event, request_limit
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Dream"].full_name

@@ -25,8 +25,8 @@ from wmsim import __version__
 from wmsim.rpc import tensors
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+from wmsim.runtime.dreams import Dreams
 from wmsim_server.batcher import Batcher, Job
-from wmsim_server.dreams import Dreams
 from wmsim_server.sessions import NoRoom, Session, Sessions, UnknownSession, shown_id
 
 SESSION_KEY = "wmsim-session"

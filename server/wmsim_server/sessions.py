@@ -1,6 +1,6 @@
 """Sessions: which rows of the server's dream arena belong to which client.
 
-A session holds ``num_envs`` rows of one :class:`wmsim_server.dreams.Dreams`
+A session holds ``num_envs`` rows of one :class:`wmsim.runtime.dreams.Dreams`
 arena, addressed by the client as envs ``0 .. num_envs - 1``. Rows come from a
 free list, so a closed session's rows are reused at once. Plain Python, no
 gRPC: the service maps these errors to status codes.

@@ -22,7 +22,7 @@ class FakeSimulator:
 
     Each row's observation is filled with its step count since reset (mod 256), and
     the reward is the action, so tests can see what was stepped and when. Rows draw
-    from their own generators as :class:`wmsim_server.dreams.Dreams` rows do.
+    from their own generators as :class:`wmsim.runtime.dreams.Dreams` rows do.
     """
 
     def __init__(self, num_rows: int, cont: float = 1.0, num_contexts: int = 5):

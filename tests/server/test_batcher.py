@@ -4,8 +4,8 @@ import asyncio
 
 import numpy as np
 from wmsim_server.batcher import Batcher, Job
-from wmsim_server.dreams import Dreams
 
+from wmsim.runtime.dreams import Dreams
 from wmsim.store import EMBEDDED
 
 NONE = np.zeros(0, np.int64)

@@ -13,11 +13,11 @@ import torch
 
 from wmsim.collect.atari import AtariConfig
 from wmsim.collect.rollout import CollectConfig, collect
+from wmsim.configs import to_dict
 from wmsim.errors import UserError
 from wmsim.train.checkpoint import load_checkpoint
-from wmsim.train.logs import read_metrics
-from wmsim.configs import to_dict
 from wmsim.train.config import preset
+from wmsim.train.logs import read_metrics
 from wmsim.train.loop import TrainArgs, check_same_run, train
 
 QUICK = {"batch": 2, "length": 8, "eval_every": 3, "checkpoint_every": 3}
@@ -115,7 +115,8 @@ def test_bad_runs_are_refused_with_a_reason(breakout_replay, pong_replay, tmp_pa
 
 
 def test_a_run_made_before_a_config_field_existed_resumes_with_its_default(tmp_path):
-    asked = {"preset": "tiny-s5", "game": "Breakout", "seed": 0, "train": to_dict(preset("tiny-s5"))}
+    train = to_dict(preset("tiny-s5"))
+    asked = {"preset": "tiny-s5", "game": "Breakout", "seed": 0, "train": train}
     saved = json.loads(json.dumps(asked))
     del saved["train"]["model"]["prior_recon_scale"]  # a run saved by an older wmsim
     check_same_run(tmp_path, saved, asked)

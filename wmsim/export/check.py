@@ -41,7 +41,7 @@ def compare_with_torch(
     bundle: Bundle, model: nn.Module, *, steps: int = 3, batch: int = 5, seed: int = 0
 ) -> list[str]:
     """Every mismatch between the bundle's graphs and ``model`` (CPU, eval), as messages."""
-    from wmsim_server.runtime import Graphs
+    from wmsim.runtime.graphs import Graphs
 
     graphs = Graphs(bundle, device="cpu")
     rng = np.random.default_rng(seed)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from gymnasium.utils import seeding
-from wmsim_server.dreams import Dreams
 
+from wmsim.runtime.dreams import Dreams
 from wmsim.store import EMBEDDED
 
 DEFAULT = EMBEDDED / "Breakout.wmsim"

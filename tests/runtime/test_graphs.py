@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-from wmsim_server.runtime import Graphs, Runtime
 
+from wmsim.runtime.graphs import Graphs, Runtime
 from wmsim.store import EMBEDDED
 
 DEFAULT = EMBEDDED / "Breakout.wmsim"
@@ -34,7 +34,7 @@ def test_a_reset_is_the_start_context_observed(runtime):
 
 
 def test_start_states_are_computed_by_chunk_when_a_reset_first_draws_them(runtime):
-    from wmsim_server.runtime import START_CHUNK
+    from wmsim.runtime.graphs import START_CHUNK
 
     fresh = Runtime(runtime.bundle, 2, device="cpu", threads=1)
     assert not fresh._observed.any()  # nothing observed at start-up
@@ -84,7 +84,7 @@ def test_an_empty_step_is_a_no_op(runtime):
 
 def test_auto_device_on_a_cpu_machine_is_quiet():
     code = (
-        "from wmsim_server.runtime import Runtime\n"
+        "from wmsim.runtime.graphs import Runtime\n"
         f"r = Runtime({str(DEFAULT)!r}, 2)\n"
         "print(r.graphs.device)\n"
     )

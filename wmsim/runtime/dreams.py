@@ -14,7 +14,7 @@ most likely class). A step
 terminates when that number is at least the model's continue probability
 (compared in float64). A row's generator is exactly the one
 ``gymnasium.Env.reset(seed=s)`` makes, so a dream seeded ``s`` is the one
-``DreamEnv`` dreamt before serving existed.
+``DreamEnv`` dreams in-process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from wmsim.bundle import MODE_NOISE, Bundle
-from wmsim_server.runtime import Runtime
+from wmsim.runtime.graphs import Runtime
 
 
 class Dreams:
@@ -35,7 +35,7 @@ class Dreams:
     Args:
         bundle: an opened bundle, or its path.
         capacity: rows.
-        device, threads, decode: as for :class:`wmsim_server.runtime.Graphs`.
+        device, threads, decode: as for :class:`wmsim.runtime.graphs.Graphs`.
     """
 
     def __init__(
