@@ -148,3 +148,23 @@ def test_a_path_name_too_long_is_one_line(tmp_path, capsys, command):
     assert main([*command, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "too long" in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("missing", "command", "extra"),
+    [
+        ("torch", ["train", "--data", "nowhere", "--out", "run", "--steps", "1"], "train"),
+        ("ale_py", ["collect", "--game", "Breakout", "--steps", "8", "--out", "replay"], "atari"),
+        ("cv2", ["dream", "--out", "dream.gif"], "atari"),
+    ],
+)
+def test_a_command_whose_extra_is_not_installed_names_the_extra(tmp_path, missing, command, extra):
+    # as in a base install: the module cannot be imported at all
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        f"from wmsim.cli import main; sys.exit(main({command!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert_one_line_error(result, f"needs {missing}", f"pip install 'wmsim[{extra}]'")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from wmsim.errors import UserError
+from wmsim.errors import UserError, missing_extra
 
 USAGE = """usage: wmsim COMMAND [OPTIONS]
 
@@ -156,7 +156,7 @@ def _train(argv: list[str]) -> int:
 def _dream(argv: list[str]) -> int:
     import tyro
 
-    from wmsim.train.dream import DreamArgs, dream
+    from wmsim.dream import DreamArgs, dream
 
     args = tyro.cli(DreamArgs, prog="wmsim dream", args=argv)
     print(f"wrote {dream(args)}")
@@ -423,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
                 if error.errno not in DISK_ERRORS:
                     raise
                 print(f"wmsim: error: {disk_error(error)}", file=sys.stderr)
+                return 2
+            except ImportError as error:
+                if (message := missing_extra(error, f"wmsim {name}")) is None:
+                    raise
+                print(f"wmsim: error: {message}", file=sys.stderr)
                 return 2
     groups = {name.split()[0] for name in COMMANDS if " " in name}
     asked = " ".join(argv[:2] if argv[0] in groups else argv[:1])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wmsim.dream import DreamArgs, dream
 from wmsim.errors import UserError
-from wmsim.train.dream import DreamArgs, dream
 from wmsim.train.loop import TrainArgs, train
 
 

@@ -1,4 +1,4 @@
-"""``wmsim dream``: the real game and the model's dream of it, side by side, as a GIF or MP4.
+"""``wmsim dream --run``: a training run's dream beside the real frames it starts from.
 
 For a token model (REM) a middle panel shows the real frames through its
 tokenizer: how much of the game its tokens can carry at all.
@@ -10,13 +10,13 @@ sampling its latents with a seeded generator, as a dream environment would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wmsim.configs import from_dict
+from wmsim.dream import DreamArgs
 from wmsim.errors import UserError
 from wmsim.replay import Replay
 from wmsim.train.config import TrainConfig
@@ -25,52 +25,8 @@ from wmsim.train.loop import load_run, resolve_device
 from wmsim.video import side_by_side, write_video
 
 
-@dataclass(frozen=True)
-class DreamArgs:
-    """Write the real game and a model's dream of it side by side.
-
-    With --run, a trained run dreams from held-out data of its replay (torch).
-    Without, a model bundle (--model, else the game's default) dreams beside the
-    real game played live (onnxruntime).
-    """
-
-    out: Path
-    """Video to write: .gif or .mp4."""
-    run: Path | None = None
-    """Run directory written by `wmsim train`."""
-    model: str | None = None
-    """Without --run: a bundle path or name, or a training run, exported once (default: the
-    game's model, see `wmsim models list`)."""
-    game: str = "Breakout"
-    """Without --run: the game to play and dream."""
-    steps: int = 64
-    """Dreamed steps after the context."""
-    context: int | None = None
-    """With --run: real frames to start from (default: the run's evaluation context)."""
-    data: Path | None = None
-    """With --run: replay to take the context from (default: the one the run trained on)."""
-    window: int = 0
-    """With --run: which held-out window to start from (0, 1, ...)."""
-    seed: int = 0
-    """Seeds the dream's latent sampling (and without --run, the real game and its actions)."""
-    device: str = "auto"
-    """cpu, cuda, ..., or auto."""
-
-
-def dream(args: DreamArgs) -> Path:
-    """Dream from a held-out context of the run's replay and write the video; return its path."""
-    if args.out.suffix.lower() not in (".gif", ".mp4"):
-        raise UserError(f"--out must end in .gif or .mp4, got {args.out.name!r}")
-    if args.steps < 1:
-        raise UserError("--steps must be positive")
-    if args.run is None:
-        from wmsim.bundle_dream import dream_bundle
-
-        device = "auto" if args.device == "auto" else args.device.split(":")[0]
-        return dream_bundle(
-            args.out, game=args.game, model=args.model, steps=args.steps, seed=args.seed,
-            device=device,
-        )  # fmt: skip
+def dream_run(args: DreamArgs) -> Path:
+    """Dream from a held-out context of the run's replay; write the video, return its path."""
     device = resolve_device(args.device)
     model, saved = load_run(args.run, device)
     config: TrainConfig = from_dict(saved["config"]["train"])
