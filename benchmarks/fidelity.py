@@ -11,8 +11,8 @@ steps are not equal time.
         [--presets tiny-s5 ...] [--motion-weights 20 0]
 
 ``--motion-weights`` trains each preset once per weight of the moving pixels'
-error (0: the papers' plain squared error), the loss ablation of
-small-objects-and-heads.md section 0 on whole world models.
+error (0: the papers' plain squared error): the loss ablation, first run on an
+autoencoder alone, on whole world models (docs/fidelity.md).
 """
 
 from __future__ import annotations

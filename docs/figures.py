@@ -1,4 +1,6 @@
-"""Draw the README's pictures from the real emulator: ``python docs/figures.py [RUN]``.
+"""Draw docs/collect.md's and docs/agent.md's pictures from the real emulator.
+
+    python docs/figures.py [RUN]
 
 With RUN (a ``wmsim train`` or ``wmsim agent train`` directory of a Breakout
 model) it also draws what that model's latents keep of real frames.

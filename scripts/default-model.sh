@@ -14,7 +14,7 @@ wmsim collect --game Breakout --resize max --steps 40000 --envs 2 --seed 0 --out
 wmsim collect --game Breakout --resize max --steps 120000 --envs 2 --seed 1 --out "$data" \
     --policy tracker --epsilon 0.25
 # tiny-s5 weighs the error on moving pixels 21x and draws a quarter of its windows around
-# rewards and lost lives (README: "The default model")
+# rewards and lost lives (docs/fidelity.md: "What made the ball appear")
 wmsim train --data "$data" --preset tiny-s5 --steps 30000 --seed 0 --out runs/breakout-default \
     --eval-every 2500 --checkpoint-every 500
 # float16 weights: half the size (the package keeps it under 20 MB); --check compares onnxruntime

@@ -2,7 +2,7 @@
 # The fidelity recipe on one GPU machine (16 cores beside the GPU): collect Breakout, train the
 # default model's recipe with more compute than a CPU gives, export it and print its fidelity,
 # in under 9 minutes. No GPU has run it yet: the first session lent one should, and ship the
-# bundle if its table beats the shipped default's (README, "The default model").
+# bundle if its table beats the shipped default's (docs/fidelity.md, "The default model, measured").
 #
 #   scripts/gpu-fidelity.sh                       # writes runs/gpu/Breakout-gpu.wmsim
 #   OUT=runs/x TRAIN_SECONDS=300 BATCH=64 scripts/gpu-fidelity.sh

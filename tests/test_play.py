@@ -564,5 +564,5 @@ def test_the_page_in_chromium_plays_the_keys_pressed(tmp_path, recorded):
     png = base64.b64decode(shot["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "play.png").write_bytes(png)
-    if os.environ.get("WMSIM_PLAY_SCREENSHOT"):  # refresh the README's picture on purpose only
+    if os.environ.get("WMSIM_PLAY_SCREENSHOT"):  # refresh docs/play.md's picture on purpose only
         Path(os.environ["WMSIM_PLAY_SCREENSHOT"]).write_bytes(png)

@@ -27,7 +27,7 @@ def test_spaces_follow_the_protocol():
 
 @pytest.mark.parametrize("game, actions", [("Pong", 6), ("MsPacman", 9), ("Freeway", 3)])
 def test_minimal_action_sets(game, actions):
-    # counts from ale-py's minimal action sets (seeds-and-protocol.md §1)
+    # counts from ale-py's minimal action sets
     assert AtariEnv(AtariConfig(game=game)).action_space.n == actions
 
 

@@ -65,7 +65,7 @@ def test_positions_matter_relative_to_the_history(retnet):
 
 def test_rem_sizes():
     retnet = RetNet(RetNetConfig())
-    # REM's RetNet core is 4.28M parameters (seeds-and-protocol.md §2.1)
+    # REM's RetNet core is 4.28M parameters (REM: Cohen et al., ICML 2024)
     assert abs(sum(p.numel() for p in retnet.parameters()) / 1e6 - 4.28) < 0.03
 
 

@@ -10,7 +10,7 @@ ACTIONS = 3
 
 
 def reference(model, embeds, actions, is_first, noise):
-    """DreamerV2, one step at a time, from the equations (seeds-and-protocol.md §4.2)."""
+    """DreamerV2, one step at a time, from the equations of DreamerV2 (Hafner et al., ICLR 2021)."""
     batch, length = embeds.shape[:2]
     h = torch.zeros(batch, CONFIG.deter, dtype=embeds.dtype)
     z = torch.zeros(batch, CONFIG.stoch * CONFIG.classes, dtype=embeds.dtype)

@@ -12,7 +12,7 @@ SMALL = TokenizerConfig(channels=8, codes=32, code_size=16, groups=4)
 
 def test_rem_sizes():
     tokenizer = Tokenizer(TokenizerConfig())
-    # REM's tokenizer is about 3.19M parameters (seeds-and-protocol.md §2.1)
+    # REM's tokenizer is about 3.19M parameters (REM: Cohen et al., ICML 2024)
     assert abs(sum(p.numel() for p in tokenizer.parameters()) / 1e6 - 3.19) < 0.01
     frames = torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)
     assert tokenizer.tokenize(frames).shape == (1, 2, 64)
@@ -64,6 +64,6 @@ def test_it_learns_to_reconstruct_real_breakout_frames(breakout_replay):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    # a fast check that it learns; how well it ends up is measured on 20,000 frames (README)
+    # a fast check that it learns; docs/world-models.md measures how well, on 20,000 frames
     assert error() < 0.2 * before, (error(), before)
     assert metrics["codes_used"] > 8, "dead codes are restarted"

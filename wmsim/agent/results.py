@@ -246,7 +246,11 @@ def format_table(summary: dict) -> str:
     if off_budget:
         listed = "; ".join(f"{g} {', '.join(map(str, s))}" for g, s in off_budget.items())
         lines.append(f"note: runs trained for other than {BUDGET:,} env steps ({listed})")
-    lines += ["", "beside the published results (26 games, 5 seeds; seeds-and-protocol.md §1.2):"]
+    lines += [
+        "",
+        "beside the published results (26 games, 5 seeds; recomputed from the per-seed "
+        "files of REM, Cohen et al. 2024, and STORM, Zhang et al. 2023):",
+    ]
     return "\n".join(lines + _comparison(summary))
 
 
