@@ -22,12 +22,14 @@ import wmsim
 
 
 def check_outside_the_tree() -> None:
+    """The wmsim imported is the installed wheel, not a checkout."""
     where = Path(wmsim.__file__).resolve()
     assert "site-packages" in where.parts, f"wmsim imported from {where}, not the installed wheel"
     print(f"wmsim {wmsim.__version__} from {where.parent}")
 
 
 def step(env: gymnasium.Env, seed: int, steps: int) -> list[np.ndarray]:
+    """The frames of ``steps`` seeded steps of ``env``, cycling through the actions."""
     obs, _ = env.reset(seed=seed)
     frames = [obs]
     for t in range(steps):
@@ -39,6 +41,7 @@ def step(env: gymnasium.Env, seed: int, steps: int) -> list[np.ndarray]:
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
+    """A `wmsim serve` on a free port of 127.0.0.1, and its address once it serves."""
     command = ["wmsim", "serve", "--port", "0", "--threads", "1", "--host", "127.0.0.1"]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     for line in server.stderr:
@@ -49,6 +52,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 
 def lean() -> None:
+    """The base install: no heavy modules; local == remote; a clear error for an extra."""
     for heavy in ("torch", "onnx", "ale_py", "cv2"):
         assert importlib.util.find_spec(heavy) is None, f"{heavy} is installed by the base wheel"
     local = step(gymnasium.make("wmsim/Breakout-dream-v0"), seed=3, steps=32)
@@ -71,6 +75,7 @@ def lean() -> None:
 
 
 def atari() -> None:
+    """With the atari extra: `wmsim dream` writes its GIF."""
     with tempfile.TemporaryDirectory() as out:
         gif = Path(out) / "dream.gif"
         subprocess.run(["wmsim", "dream", "--out", str(gif), "--steps", "16"], check=True)

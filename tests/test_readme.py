@@ -37,9 +37,6 @@ def test_readme_pictures_exist():
 
 LAYOUT_HEADING = "## Layout"
 DESCRIPTION_COLUMN = 18  # a layout line names a path before this column and describes it after
-# The onnxruntime layer moves from server/wmsim_server/runtime.py to wmsim/runtime/; until that
-# move is merged the README names the new place and either one is the tree.
-MOVING = {"wmsim/runtime": "server/wmsim_server/runtime.py"}
 
 
 def layout_block(readme: str) -> str:
@@ -74,8 +71,7 @@ def layout_problems(block: str, root: Path, folders: set[str]) -> list[str]:
     for path in named:
         place = root / path
         exists = place.is_dir() if path.endswith("/") else place.exists()
-        moved_from = MOVING.get(path.rstrip("/"))
-        if not exists and not (moved_from and (root / moved_from).exists()):
+        if not exists:
             problems.append(f"{path} is named but not in the tree")
     for folder in sorted(folders):
         if f"{folder}/" not in named:
