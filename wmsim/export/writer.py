@@ -180,13 +180,12 @@ def build_graphs(
 
 
 def _model_summary(model: torch.nn.Module, config: TrainConfig) -> dict[str, Any]:
-    backbone = getattr(config.model, "backbone", None)
     return {
         "type": type(model).__name__,
-        "backbone": type(backbone).__name__.removesuffix("Config") if backbone else None,
+        "backbone": model.backbone_name,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "clips_rewards": bool(getattr(model, "clips_rewards", False)),
-        "life_loss_ends": bool(getattr(config.model, "life_loss_ends", False)),
+        "clips_rewards": model.clips_rewards,
+        "life_loss_ends": config.model.life_loss_ends,
     }
 
 

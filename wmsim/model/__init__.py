@@ -8,8 +8,7 @@ This package knows nothing of replay, training, export or serving
 
 from __future__ import annotations
 
-from torch import nn
-
+from wmsim.model.contract import WorldModel
 from wmsim.model.rem import REMConfig, REMWorldModel
 from wmsim.model.rssm import RSSMConfig, RSSMWorldModel
 from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
@@ -17,15 +16,15 @@ from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
 WorldModelConfig = LatentWorldModelConfig | RSSMConfig | REMConfig
 """Any world model's config; the type selects the model."""
 
-WORLD_MODELS: dict[type, type[nn.Module]] = {
+WORLD_MODELS: dict[type, type[WorldModel]] = {
     LatentWorldModelConfig: LatentWorldModel,
     RSSMConfig: RSSMWorldModel,
     REMConfig: REMWorldModel,
 }
 
 
-def make_world_model(config: WorldModelConfig, num_actions: int, **factory) -> nn.Module:
-    """Build the world model that ``config``'s type names."""
+def make_world_model(config: WorldModelConfig, num_actions: int, **factory) -> WorldModel:
+    """Build the world model that ``config``'s type names (an ``nn.Module`` too)."""
     return WORLD_MODELS[type(config)](config, num_actions, **factory)
 
 
@@ -36,6 +35,7 @@ __all__ = [
     "REMWorldModel",
     "RSSMConfig",
     "RSSMWorldModel",
+    "WorldModel",
     "WorldModelConfig",
     "make_world_model",
 ]

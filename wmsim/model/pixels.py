@@ -9,7 +9,7 @@ more than ``threshold`` (summed over channels), dilated by one pixel so that
 the object's next place is covered too. With ``motion_weight = 0`` it is the
 papers' loss. Measured on this project's CPU: with block-max frames a weight
 of 20 drew Breakout's ball in 97% of held-out frames after 5 minutes of
-autoencoder training, plain MSE in none (small-objects-and-heads.md section 0).
+autoencoder training, plain MSE in none.
 """
 
 from __future__ import annotations

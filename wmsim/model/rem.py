@@ -1,7 +1,7 @@
 """REM: a token-based world model on a RetNet, with Parallel Observation Prediction (POP).
 
 Reference: Cohen, Wang, Kang, Mannor, "Improving Token-Based World Models with
-Parallel Observation Prediction" (ICML 2024); seeds-and-protocol.md §2.
+Parallel Observation Prediction" (ICML 2024).
 
 Each step is a block of 65 tokens: the frame's 64 tokens from the VQ
 tokenizer, embedded with its (frozen, for the world model) codebook vectors,
@@ -84,6 +84,7 @@ class REMWorldModel(nn.Module):
     """
 
     clips_rewards = True
+    backbone_name = None  # its RetNet is part of REM's design, not a choice among backbones
 
     def __init__(self, config: REMConfig, num_actions: int, *, device=None, dtype=None):
         super().__init__()

@@ -1,7 +1,7 @@
 """DreamerV2's world model: the RSSM with discrete latents and KL balancing.
 
 Reference: Hafner et al., "Mastering Atari with Discrete World Models" (ICLR
-2021); seeds-and-protocol.md §4.1-4.2. Per step, with resets at episode starts:
+2021), its Atari configuration. Per step, with resets at episode starts:
 
     h_t = GRU(ELU(W [z_t-1; a_t-1]), h_t-1)      LayerNorm GRU, update bias -1
     p(z_t | h_t)        prior: ELU MLP on h_t
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.backbones.gru import LayerNormGRUCell
+from wmsim.model.contract import one_group
 from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
@@ -116,6 +117,16 @@ class RSSMWorldModel(nn.Module):
 
     latent_range = (-float("inf"), float("inf"))
     """Bounds of :meth:`latent`'s values (its deterministic part is unbounded)."""
+    clips_rewards = False
+    backbone_name = None  # the RSSM is its own sequence model
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """One group, as DreamerV2's world-model optimizer."""
+        return one_group(self, weight_decay)
+
+    def reconstruct(self, frames: Tensor) -> None:
+        """None: no tokenizer stands between frames and latents."""
+        return None
 
     @property
     def noise_shape(self) -> tuple[int, ...]:

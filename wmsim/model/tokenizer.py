@@ -2,7 +2,7 @@
 
 References: van den Oord et al., "Neural Discrete Representation Learning"
 (VQ-VAE, 2017); IRIS (Micheli et al. 2023) and REM (Cohen et al., ICML 2024)
-for the networks and sizes (seeds-and-protocol.md §2.1):
+for the networks and sizes (REM's paper, appendix, and its released configs):
 
     x in [-1, 1] -> encoder (3 stride-2 stages) -> z (N, 64, d)
     token_i = argmin_c |z_i - e_c|^2           codebook of 512 codes of size 256

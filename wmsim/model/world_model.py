@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.backbones import BackboneConfig, State, TransformerConfig, make_backbone
+from wmsim.model.contract import one_group
 from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
@@ -145,7 +146,7 @@ class LatentWorldModel(nn.Module):
         conv = {"norm": config.norm, "activation": config.activation}
         self.encoder = ConvEncoder(config.depth, **conv, **kw)
         self.posterior = nn.Linear(self.encoder.output_dim, latent, **kw)
-        width = getattr(config.backbone, "width", 512)
+        width = config.backbone.width
         self.stem = STEMS[config.stem](latent + num_actions, width, **kw)
         self.backbone = make_backbone(config.backbone, width, **kw)
         h = self.backbone.output_dim
@@ -160,6 +161,20 @@ class LatentWorldModel(nn.Module):
 
     latent_range = (0.0, 1.0)
     """Bounds of :meth:`latent`'s values (one-hot categoricals)."""
+    clips_rewards = False
+
+    @property
+    def backbone_name(self) -> str:
+        """The backbone's name: its config class's, without ``Config``."""
+        return type(self.config.backbone).__name__.removesuffix("Config")
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """One group: every parameter learns at the same rate and decay."""
+        return one_group(self, weight_decay)
+
+    def reconstruct(self, frames: Tensor) -> None:
+        """None: no tokenizer stands between frames and latents."""
+        return None
 
     @property
     def noise_shape(self) -> tuple[int, ...]:

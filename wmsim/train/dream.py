@@ -62,7 +62,7 @@ def dream_run(args: DreamArgs) -> Path:
             )
             dreamed.append(model.decode(latent)[0])
         # a token model's best possible dream: the real frames through its tokenizer
-        tokens = model.reconstruct(tensors["obs"][0]) if hasattr(model, "reconstruct") else None
+        tokens = model.reconstruct(tensors["obs"][0])
     real = window["obs"][0]
     dream_frames = np.concatenate([real[:context], _to_uint8(torch.stack(dreamed))])
     tokenized = None if tokens is None else _to_uint8(tokens)

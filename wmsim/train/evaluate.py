@@ -104,7 +104,7 @@ def evaluate(
     model.train(was_training)
     metrics = frame_fidelity(windows["obs"].cpu().numpy(), context, dream, horizons)
     reward = windows["reward"][:, context:]
-    if getattr(model, "clips_rewards", False):  # the model predicts sign(reward) (REM)
+    if model.clips_rewards:  # the model predicts sign(reward) (REM)
         reward = reward.sign()
     close = (dream["reward"] - reward).abs() < 0.5
     metrics["reward_accuracy"] = float(close.float().mean())

@@ -164,11 +164,12 @@ def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, to
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer ``config`` names, over ``model``'s parameters."""
-    # a model may ask for parameter groups (REM: decay on some, a slower tokenizer)
-    groups = getattr(model, "parameter_groups", None)
-    params = groups(config.weight_decay) if groups else model.parameters()
+    # REM asks for groups (decay on some, a slower tokenizer); the others for one
     return OPTIMIZERS[config.optimizer](
-        params, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay
+        model.parameter_groups(config.weight_decay),
+        lr=config.lr,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
     )
 
 
@@ -246,7 +247,7 @@ class Trainer:
         """Open-loop metrics on the held-out windows."""
         if len(self.eval_windows["obs"]) == 0:
             return {}
-        life_loss_ends = getattr(self.config.model, "life_loss_ends", False)
+        life_loss_ends = self.config.model.life_loss_ends
         return evaluate(
             self.model, self.eval_windows, self.config.context, life_loss_ends=life_loss_ends
         )
