@@ -19,7 +19,7 @@ ATARI_100K: tuple[str, ...] = (
     "Gopher", "Hero", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "MsPacman",
     "Pong", "PrivateEye", "Qbert", "RoadRunner", "Seaquest", "UpNDown",
 )  # fmt: skip
-"""The 26 games of the Atari 100k benchmark (reference: seeds-and-protocol.md §1)."""
+"""The 26 games of the Atari 100k benchmark (Kaiser et al., ICLR 2020)."""
 
 
 def game_name(rom: str) -> str:

@@ -1,7 +1,7 @@
 """The reference actor-critic: DreamerV3's behaviour learning, as STORM and DRAMA use it.
 
 References: DreamerV3 (Hafner et al. 2023), STORM (Zhang et al. 2023) and
-DRAMA (Wang et al. 2025); facts in seeds-and-protocol.md §4.6, §6.1, §3.1.
+DRAMA (Wang et al. 2025), as their papers and released configs give it.
 On a trajectory of features s_0..s_H, actions a_0..a_H-1, rewards r_k and
 continue flags c_k (of arriving at s_k+1):
 

@@ -2,7 +2,7 @@
 
 An agent preset pairs a world-model preset (``wmsim.train.config.PRESETS``)
 with an actor-critic and a schedule. ``storm`` and ``drama`` carry the papers'
-values (seeds-and-protocol.md §6.1, §3.1): one world-model update and one
+values (STORM, Zhang et al. 2023; DRAMA, Wang et al. 2025): one world-model update and one
 actor-critic update per env step, 1,024 imagined trajectories of 16 steps from
 contexts of 8 frames. ``s5`` is STORM's schedule with DreamerV3's form of the
 actor-critic. The ``tiny`` ones train on a laptop CPU within an hour.

@@ -1,10 +1,11 @@
 """Evaluation on the real game under the Atari 100k protocol: ``wmsim eval``.
 
-Episodes are played on ale-py with the protocol's settings (seeds-and-protocol.md
-§1): frame skip 4 with a max over the last two frames, 64x64 RGB, the minimal
-action set, no sticky actions, 1 to 30 no-op frames at the start, raw rewards,
-and the 108,000-frame cap. A lost life does not end the episode. All episodes
-run side by side, one batched policy call per step.
+Episodes are played on ale-py with the settings STORM, DRAMA and REM use for
+Atari 100k (Kaiser et al., ICLR 2020): frame skip 4 with a max over the last two
+frames, 64x64 RGB, the minimal action set, no sticky actions, 1 to 30 no-op
+frames at the start, raw rewards, and the 108,000-frame cap. A lost life does
+not end the episode. All episodes run side by side, one batched policy call per
+step.
 
 The record (``eval.json``) holds every episode's score and length, the mean,
 the human-normalized score of the mean, and the protocol; ``wmsim results``

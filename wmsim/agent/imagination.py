@@ -1,6 +1,6 @@
 """Imagined trajectories for the actor-critic, and the same features in the real game.
 
-STORM's imagination (seeds-and-protocol.md §6.2): the world model observes a
+STORM's imagination (Zhang et al. 2023): the world model observes a
 real context of C frames and the C actions taken there; the last action
 predicts the first imagined latent. From then on the actor picks each action
 from the features [z, h]: a latent beside the backbone output that predicted

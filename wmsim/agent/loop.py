@@ -1,6 +1,6 @@
 """The full Atari 100k loop: ``wmsim agent train --game G --preset P --env-steps N --out RUN``.
 
-As STORM and DRAMA run it (seeds-and-protocol.md §6.1, §3.1): play the real
+As STORM (Zhang et al. 2023) and DRAMA (Wang et al. 2025) run it: play the real
 game with the current policy into a replay, and every ``train_every`` env
 steps train the world model on replayed windows once, imagine trajectories
 from replayed contexts, and update the actor-critic on them once. The first

@@ -4,7 +4,8 @@
 is the mean of its episode scores; a game's score is the mean over its runs.
 Aggregates (mean, median, IQM of human-normalized scores) are those of
 :func:`wmsim.scores.aggregate`, computed the way the papers compute theirs
-(seeds-and-protocol.md §1), so they are comparable only over all 26 games.
+(Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021, for the
+IQM), so they are comparable only over all 26 games.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ PUBLISHED_GAMES = ("Breakout", "Pong", "MsPacman", "Boxing", "Freeway")
 """The games whose published raw scores :data:`PUBLISHED` carries."""
 
 # Recomputed with the standard random/human table from the authors' per-seed files
-# (REM results/data/*.json, STORM results/storm.json): seeds-and-protocol.md §1.2.
+# (REM's results/data/*.json, STORM's results/storm.json in the authors' repositories).
 # STORM's paper reports a mean of 1.267; its own per-seed file gives 1.222.
 _TABLE = {  # mean, median, IQM, games >= human, then the raw scores of PUBLISHED_GAMES
     "REM": (1.222, 0.280, 0.673, 12, 90.7, 18.0, 962.5, 87.5, 32.3),

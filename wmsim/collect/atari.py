@@ -1,4 +1,4 @@
-"""Atari under the Atari 100k protocol, as a gymnasium env (reference: seeds-and-protocol.md §1).
+"""Atari under the Atari 100k protocol (Kaiser et al., ICLR 2020), as a gymnasium env.
 
 One step is ``frame_skip`` emulator frames with the same action; the
 observation is the pixel-wise max of the last two frames (Atari sprites
@@ -113,8 +113,7 @@ def block_max(frame: np.ndarray, size: int) -> np.ndarray:
     The blocks partition the frame (210 rows into blocks of 3 or 4, 160 columns
     into 2 or 3 at size 64), so every source pixel is seen exactly once: a
     2 x 4 pixel ball becomes a spot of 2 to 6 pixels at its full colour, where
-    an area average leaves about half its brightness on one pixel
-    (reference: small-objects-and-heads.md section 1).
+    an area average leaves about half its brightness on one pixel (docs/collect.md).
     """
     height, width = frame.shape[:2]
     if size > min(height, width):

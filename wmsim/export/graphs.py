@@ -3,7 +3,8 @@
 Each graph is one call of the world-model contract with the state as named
 tensors (``state.<name>`` in, ``next.<name>`` out of step) and a dynamic batch
 axis on every input and output. The time loop stays on the host
-(reference: peers-and-conventions.md §5): a dream is many calls of ``step``.
+(onnxruntime's ``Loop`` interpreter made a Mamba model 17x slower than real time on CPU,
+microsoft/onnxruntime#27796): a dream is many calls of ``step``.
 The exporter is torch's own (``torch.export`` then onnxscript), at a batch of 3,
 since torch.export fixes any axis that is 0 or 1 in the example.
 """

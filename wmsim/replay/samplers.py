@@ -86,7 +86,7 @@ class UniformSampler:
 
 @dataclass
 class DFSSampler:
-    """DRAMA's dynamic frequency-based sampling (reference: seeds-and-protocol.md §3.2).
+    """DRAMA's dynamic frequency-based sampling (Wang et al., "Drama", ICLR 2025).
 
     It counts, per start step i, n_i: world-model batches that started at i,
     and m_i: imagination contexts that started at i. World-model batches favour

@@ -2,9 +2,10 @@
 
 A preset is a :class:`TrainConfig`: the world model and how it is optimized
 and evaluated. ``storm``, ``dreamerv2`` and ``drama`` carry the papers'
-hyperparameters (seeds-and-protocol.md §6.1, §4.1, §3.1), and ``rem`` REM's
-(§2.1: its tokenizer, RetNet and POP); ``s5`` is STORM's
-world model with Lu et al.'s S5 stack (§5.1) as its sequence model. The
+hyperparameters (STORM, Zhang et al. 2023; DreamerV2, Hafner et al. 2021; DRAMA,
+Wang et al. 2025), and ``rem`` REM's (Cohen et al. 2024: its tokenizer, RetNet and
+POP); ``s5`` is STORM's world model with the S5 stack of Lu et al. 2023 ("Structured
+State Space Models for In-Context Reinforcement Learning") as its sequence model. The
 ``tiny`` ones are small enough to learn Breakout on a laptop CPU in minutes,
 for tests and demos.
 """
