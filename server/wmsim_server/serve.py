@@ -81,6 +81,10 @@ class ServeArgs:
     """Seconds between metrics lines; 0 for none."""
     max_message_mb: int = MAX_MESSAGE_MB
     """Largest message either way, in MiB."""
+    tune_malloc: bool = False
+    """Tell glibc's malloc to keep freed memory for reuse: large messages without page faults
+    (see wmsim.rpc.memory). It changes the whole process, so a library call leaves it off;
+    `wmsim serve` owns its process and turns it on (--no-tune-malloc leaves malloc alone)."""
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -168,7 +172,8 @@ async def run_server(args: ServeArgs, ready=None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    keep_freed_memory()
+    if args.tune_malloc:
+        keep_freed_memory()
     path = resolve_model(args.game, args.model)
     # a core of its own for gRPC: on 2 cores, 6% more steps/s for one client of 64 envs
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
