@@ -13,13 +13,15 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
 Throughput is env steps per second over all envs (a row restarted by autoreset
 counts, the same on every side: the seeds make the same episodes). Latency is
 one vector step as a client sees it; envs/call, the server's env steps per
-model call, shows the batcher merging clients. This process opens a remote
-client first, so all three run with the malloc setting of
-:mod:`wmsim.rpc.memory` (in-process dreams gain from it too). Each setup runs ``--repeats`` times,
-interleaved; the best run counts. Targets on a 2-core CPU: remote at least 0.8
+model call, shows the batcher merging clients. All three run with the malloc
+setting of :mod:`wmsim.rpc.memory` (the server, every client and this process,
+whose in-process dreams gain from it too) unless ``--no-tune-malloc`` leaves
+malloc alone everywhere. Each setup runs ``--repeats`` times, interleaved; the
+best run counts. Targets on a 2-core CPU: remote at least 0.8
 of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
 
     python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
+                               [--no-tune-malloc]
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ WARMUP = 10
 TARGET = 0.8
 
 
-def start_server(bundle: Path, device: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    bundle: Path, device: str, threads: int | None, tune_malloc: bool
+) -> tuple[subprocess.Popen, str]:
     """A ``wmsim serve`` on a free port; (process, ``127.0.0.1:PORT``)."""
     command = [sys.executable, "-m", "wmsim", "serve", "--model", str(bundle), "--port", "0",
-               "--device", device, "--max-envs", "1024", "--metrics-every-s", "0"]  # fmt: skip
+               "--device", device, "--max-envs", "1024", "--metrics-every-s", "0",
+               "--tune-malloc" if tune_malloc else "--no-tune-malloc"]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -73,14 +78,14 @@ def drive(envs, steps: int, seed: int) -> tuple[float, float, list[float]]:
     return start, time.monotonic(), latencies
 
 
-def client(address, num_envs, obs_type, steps, seed, barrier, results) -> None:
+def client(address, num_envs, obs_type, steps, seed, barrier, results, tune_malloc) -> None:
     """One remote client process: make its envs, wait for the others, step."""
     import gymnasium
 
     import wmsim  # noqa: F401  registers the ids
 
     envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=num_envs, server=address,
-                              obs_type=obs_type, timeout=120)  # fmt: skip
+                              obs_type=obs_type, timeout=120, tune_malloc=tune_malloc)  # fmt: skip
     envs.reset(seed=seed)
     barrier.wait()
     results.put(drive(envs, steps, seed))
@@ -99,12 +104,14 @@ def counters(address: str) -> tuple[int, int]:
     return spec.envs_stepped, spec.model_calls
 
 
-def remote(address, clients, num_envs, obs_type, steps) -> tuple[float, list[float], float]:
+def remote(
+    address, clients, num_envs, obs_type, steps, tune_malloc
+) -> tuple[float, list[float], float]:
     """(env steps/s over all clients, every step's latency, envs per model call)."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(clients), context.Queue()
     processes = [context.Process(target=client, args=(address, num_envs, obs_type, steps,
-                                                      1000 * i, barrier, results))
+                                                      1000 * i, barrier, results, tune_malloc))
                  for i in range(clients)]  # fmt: skip
     for process in processes:
         process.start()
@@ -138,6 +145,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (both sides)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     parser.add_argument("--obs", nargs="+", default=["pixels", "latent"])
+    parser.add_argument(
+        "--no-tune-malloc",
+        dest="tune_malloc",
+        action="store_false",
+        help="leave malloc alone in the server, the clients and this process",
+    )
     args = parser.parse_args()
     if args.batch % args.clients:
         parser.error("--batch must be a multiple of --clients")
@@ -147,7 +160,11 @@ def main() -> None:
     from wmsim.store import resolve_model
 
     bundle = args.bundle or resolve_model("Breakout")
-    server, address = start_server(bundle, args.device, args.threads)
+    if args.tune_malloc:
+        from wmsim.rpc.memory import keep_freed_memory
+
+        keep_freed_memory()  # for the in-process dreams, as the server and clients do
+    server, address = start_server(bundle, args.device, args.threads, args.tune_malloc)
     try:
         from wmsim_client.remote import RemoteSimulator
 
@@ -155,8 +172,10 @@ def main() -> None:
         device = probe.device
         probe.close()
         small = args.batch // args.clients
+        malloc = "tuned" if args.tune_malloc else "default"
         print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {device}, onnxruntime "
-              f"{onnxruntime.__version__}, grpcio {grpc.__version__}, {bundle}")  # fmt: skip
+              f"{onnxruntime.__version__}, grpcio {grpc.__version__}, malloc {malloc}, "
+              f"{bundle}")  # fmt: skip
         print("env steps/s over all envs; latency of one vector step as its client sees it")
         print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}"
               f"{'envs/call':>10s}")  # fmt: skip
@@ -166,9 +185,9 @@ def main() -> None:
                 f"in-process 1 x {args.batch}": lambda o=obs_type: in_process(
                     bundle, args.batch, o, args.steps, args.device, args.threads),
                 f"remote 1 client x {args.batch}": lambda o=obs_type: remote(
-                    address, 1, args.batch, o, args.steps),
+                    address, 1, args.batch, o, args.steps, args.tune_malloc),
                 f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
-                    address, args.clients, small, o, args.steps),
+                    address, args.clients, small, o, args.steps, args.tune_malloc),
             }  # fmt: skip
             best: dict[str, tuple[float, list[float], float]] = {}
             for _ in range(args.repeats):

@@ -191,7 +191,9 @@ def _serve(argv: list[str]) -> int:
         raise UserError(
             f"serving needs {error.name}: pip install 'wmsim[cpu]' (or [gpu])"
         ) from None
-    return serve(tyro.cli(ServeArgs, prog="wmsim serve", args=argv))
+    # the command owns its process, so it tunes malloc unless told not to (a library call doesn't)
+    default = ServeArgs(tune_malloc=True)
+    return serve(tyro.cli(ServeArgs, prog="wmsim serve", args=argv, default=default))
 
 
 def _play(argv: list[str]) -> int:

@@ -94,8 +94,9 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     Args:
         game, model, num_rows, obs_type, render_mode, device, threads, simulator, latents: as
             the envs take them (``num_rows`` is their number of envs).
-        remote: ``server`` (``host:port``; None for a LocalSimulator), ``token``, ``tls`` and
-            ``timeout``, as :class:`wmsim_client.remote.RemoteSimulator` takes them.
+        remote: ``server`` (``host:port``; None for a LocalSimulator), ``token``, ``tls``,
+            ``timeout`` and ``tune_malloc``, as :class:`wmsim_client.remote.RemoteSimulator`
+            takes them.
 
     Raises:
         ValueError: the given simulator has another row count or observation type, or a
@@ -191,6 +192,8 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         token: the server's bearer token (default: ``$WMSIM_TOKEN``).
         tls: False, True (TLS, system roots) or a PEM root certificate path.
         timeout: seconds any one server call may take.
+        tune_malloc: tune this process's malloc for the server's large messages (see
+            :mod:`wmsim.rpc.memory`); off by default, as it changes the whole process.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
@@ -212,13 +215,15 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
+        tune_malloc: bool = False,
     ):
         check_options(obs_type, render_mode, max_episode_steps, ends)
         self.ends = ends
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=1, obs_type=obs_type, render_mode=render_mode,
             device=device, threads=threads, simulator=simulator,
-            remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
+            remote={"server": server, "token": token, "tls": tls, "timeout": timeout,
+                    "tune_malloc": tune_malloc},
             latents=latents,
         )  # fmt: skip
         spec = self.simulator.spec

@@ -12,8 +12,8 @@ that say what happened: ``ConnectionError`` when the server cannot be reached
 or goes away mid-episode, ``TimeoutError`` past the deadline,
 ``PermissionError`` for a missing or wrong token, ``ValueError`` for input the
 server refused, :class:`ServerError` for the rest. One simulator is used from
-one thread at a time, as an env is. Opening one tunes this process's malloc for
-large messages (:mod:`wmsim.rpc.memory`; ``WMSIM_KEEP_FREED_MEMORY=0`` opts out).
+one thread at a time, as an env is. ``tune_malloc=True`` tunes this process's
+malloc for large messages (:mod:`wmsim.rpc.memory`); by default it is left alone.
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ class RemoteSimulator:
         tls: False for plain TCP, True for TLS with the system's roots, or the path of a
             PEM root certificate (a self-signed server certificate, for example).
         timeout: seconds any one call may take.
+        tune_malloc: tell glibc's malloc to keep freed memory for reuse, which makes
+            large messages faster (see :mod:`wmsim.rpc.memory`). It changes the whole
+            process, so it is off unless asked for.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class RemoteSimulator:
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
+        tune_malloc: bool = False,
     ):
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
@@ -134,7 +138,8 @@ class RemoteSimulator:
         self.address, self.timeout, self.obs_type = server, float(timeout), obs_type
         self.latents = latents
         self.num_rows = num_rows
-        keep_freed_memory()  # large messages without page faults (see wmsim.rpc.memory)
+        if tune_malloc:
+            keep_freed_memory()
         token = token if token is not None else os.environ.get("WMSIM_TOKEN") or None
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         credentials = _credentials(tls)

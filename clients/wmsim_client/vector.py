@@ -77,7 +77,7 @@ class DreamVectorEnv(VectorEnv):
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
         simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
             and ``threads`` are then unused.
-        server, token, tls, timeout: dream on a ``wmsim serve``, as for
+        server, token, tls, timeout, tune_malloc: dream on a ``wmsim serve``, as for
             :class:`wmsim_client.env.DreamEnv`.
     """
 
@@ -100,6 +100,7 @@ class DreamVectorEnv(VectorEnv):
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
+        tune_malloc: bool = False,
     ):
         self.closed = True  # until the simulator is open: nothing for close() to do
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -110,7 +111,8 @@ class DreamVectorEnv(VectorEnv):
         self.simulator: Simulator | None = open_simulator(
             game=game, model=model, num_rows=int(num_envs), obs_type=obs_type,
             render_mode=render_mode, device=device, threads=threads, simulator=simulator,
-            remote={"server": server, "token": token, "tls": tls, "timeout": timeout},
+            remote={"server": server, "token": token, "tls": tls, "timeout": timeout,
+                    "tune_malloc": tune_malloc},
             latents=latents,
         )  # fmt: skip
         self.closed = False

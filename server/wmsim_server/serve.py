@@ -14,6 +14,7 @@ process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -81,6 +82,10 @@ class ServeArgs:
     """Seconds between metrics lines; 0 for none."""
     max_message_mb: int = MAX_MESSAGE_MB
     """Largest message either way, in MiB."""
+    tune_malloc: bool = False
+    """Tell glibc's malloc to keep freed memory for reuse: large messages without page faults
+    (see wmsim.rpc.memory). It changes the whole process, so a library call leaves it off;
+    `wmsim serve` owns its process and turns it on (--no-tune-malloc leaves malloc alone)."""
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -168,7 +173,8 @@ async def run_server(args: ServeArgs, ready=None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    keep_freed_memory()
+    if args.tune_malloc:
+        keep_freed_memory()
     path = resolve_model(args.game, args.model)
     # a core of its own for gRPC: on 2 cores, 6% more steps/s for one client of 64 envs
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
@@ -247,11 +253,31 @@ async def run_server(args: ServeArgs, ready=None) -> int:
 
 
 def serve(args: ServeArgs) -> int:
-    """Run the server in this process (``wmsim serve``); logs go to stderr."""
+    """Run the server in this process (``wmsim serve``) until SIGTERM or SIGINT.
+
+    While it runs, its ``key=value`` lines go to stderr, unless logging is already set up
+    (a handler on ``wmsim.serve`` or above it): then that setup decides where they go. The
+    logger is left as it was found, so calling this again logs each line once.
+    """
+    with _logging_to_stderr(logging.getLogger("wmsim.serve")):
+        return asyncio.run(run_server(args))
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(logger: logging.Logger):
+    """Send ``logger``'s INFO lines to stderr for the duration, if nothing handles them yet."""
+    if logger.hasHandlers():
+        yield
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
-    logger = logging.getLogger("wmsim.serve")
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    return asyncio.run(run_server(args))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

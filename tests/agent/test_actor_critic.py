@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -183,3 +184,30 @@ def test_dramas_actor_reads_normalized_features_and_keeps_the_statistics():
     restored = ActorCritic(config, 4, 3)
     restored.load_state_dict(agent.state_dict())
     torch.testing.assert_close(restored.actor_norm.mean, agent.actor_norm.mean)
+
+
+@pytest.mark.parametrize("preset", ["storm", "drama"])
+def test_the_objective_leaves_the_statistics_alone_and_the_update_step_applies_them(preset):
+    """Computing the loss twice changes no normalizer; applying its statistics then equals
+    the combined ``loss``, number for number."""
+    config = dataclasses.replace(AGENT_PRESETS[preset].actor_critic, actor_width=8, critic_width=8)
+    torch.manual_seed(0)
+    agent = ActorCritic(config, 4, 3)
+    features = torch.randn(2, 5, 4) * 100 + 50
+    trajectory = (features, torch.randint(3, (2, 4)), torch.randn(2, 4) * 10, torch.ones(2, 4))
+    norm = ReturnNorm(config.return_decay, config.return_range)
+    twin, twin_norm = copy.deepcopy(agent), copy.deepcopy(norm)
+    before = copy.deepcopy(agent.state_dict())
+    first = agent.objective(*trajectory, norm)
+    second = agent.objective(*trajectory, norm)
+    assert norm.state_dict() == {"low": 0.0, "high": 0.0}
+    assert all(torch.equal(value, before[key]) for key, value in agent.state_dict().items())
+    assert torch.equal(first[0], second[0])
+    loss, metrics = twin.loss(*trajectory, twin_norm)
+    agent.update_statistics(norm, first[2])
+    assert torch.equal(loss, first[0]) and metrics.keys() == first[1].keys()
+    assert norm.state_dict() == twin_norm.state_dict() != {"low": 0.0, "high": 0.0}
+    for key, value in twin.state_dict().items():
+        assert torch.equal(agent.state_dict()[key], value), key
+    if preset == "drama":
+        assert float(agent.actor_norm.count) == pytest.approx(8 + 1e-4)

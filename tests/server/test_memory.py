@@ -1,24 +1,73 @@
-"""The malloc setting for large messages applies where glibc is, and can be turned off."""
+"""The malloc setting for large messages: applied where glibc is, and only when asked for.
 
-import os
+It changes the whole process, so library calls (remote simulators and envs, ``serve()``,
+``run_server``) leave it alone by default; the ``wmsim serve`` command, which owns its
+process, turns it on.
+"""
+
+import asyncio
+import platform
 import subprocess
 import sys
 
+import pytest
+import wmsim_client.remote
+import wmsim_server.serve
+from wmsim_client.remote import RemoteSimulator
+from wmsim_server.serve import ServeArgs, run_server
+
+from wmsim.cli import main
+from wmsim.errors import UserError
+
 CODE = "from wmsim.rpc.memory import keep_freed_memory; print(keep_freed_memory())"
+NOBODY = "127.0.0.1:1"  # a port nothing listens on: the simulator fails after the setting
 
 
-def run(env_value=None):
-    env = {k: v for k, v in os.environ.items() if k != "WMSIM_KEEP_FREED_MEMORY"}
-    if env_value is not None:
-        env["WMSIM_KEEP_FREED_MEMORY"] = env_value
+def test_it_applies_on_glibc():
     result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
-                            env=env, check=True)  # fmt: skip
-    return result.stdout.strip()
+                            check=True)  # fmt: skip
+    assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
 
 
-def test_it_applies_on_glibc_and_opting_out_leaves_malloc_alone():
-    import platform
+@pytest.fixture
+def tuned(monkeypatch):
+    """The calls of keep_freed_memory from the client and the server, counted."""
+    calls = []
+    for module in (wmsim_client.remote, wmsim_server.serve):
+        monkeypatch.setattr(module, "keep_freed_memory", lambda: calls.append(1) or True)
+    return calls
 
-    expected = "True" if platform.libc_ver()[0] == "glibc" else "False"
-    assert run() == expected
-    assert run("0") == "False"
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_remote_simulator_tunes_malloc_only_when_asked(tuned, asked):
+    options = {"tune_malloc": True} if asked else {}
+    with pytest.raises(ConnectionError):
+        RemoteSimulator(NOBODY, 1, timeout=1.0, **options)
+    assert len(tuned) == asked
+
+
+def test_a_remote_env_passes_the_choice_on(tuned):
+    from wmsim_client.vector import DreamVectorEnv
+
+    with pytest.raises(ConnectionError):
+        DreamVectorEnv(2, server=NOBODY, timeout=1.0)
+    assert not tuned
+    with pytest.raises(ConnectionError):
+        DreamVectorEnv(2, server=NOBODY, timeout=1.0, tune_malloc=True)
+    assert len(tuned) == 1
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_run_server_tunes_malloc_only_when_asked(tuned, tmp_path, asked):
+    args = ServeArgs(model=str(tmp_path / "missing.wmsim"), tune_malloc=asked)
+    with pytest.raises(UserError):  # the model load comes after the setting
+        asyncio.run(run_server(args))
+    assert len(tuned) == asked
+
+
+def test_the_serve_command_tunes_malloc_unless_told_not_to(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(wmsim_server.serve, "serve", lambda args: parsed.append(args) or 0)
+    assert main(["serve"]) == 0 and main(["serve", "--no-tune-malloc"]) == 0
+    assert [args.tune_malloc for args in parsed] == [True, False]
+    assert ServeArgs().tune_malloc is False  # a library call leaves malloc alone

@@ -464,3 +464,33 @@ def test_bad_serve_options_are_one_line_errors(args, message):
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+LOGGING = """
+import asyncio, logging
+import wmsim_server.serve as serve_module
+from wmsim_server.service import event
+
+async def fake_run_server(args):
+    event("serving")  # one line a run
+    return 0
+
+serve_module.run_server = fake_run_server
+logger = logging.getLogger("wmsim.serve")
+for _ in range(3):
+    serve_module.serve(serve_module.ServeArgs())
+print(len(logger.handlers), logger.level, logger.propagate)
+logging.basicConfig(format="root %(message)s")  # the caller's own setup decides
+logging.getLogger().setLevel(logging.INFO)
+serve_module.serve(serve_module.ServeArgs())
+print(len(logger.handlers), logger.level, logger.propagate)
+"""
+
+
+def test_serve_called_again_logs_each_line_once_and_leaves_logging_as_it_was():
+    result = subprocess.run([sys.executable, "-c", LOGGING], capture_output=True, text=True,
+                            timeout=60, check=True)  # fmt: skip
+    lines = result.stderr.splitlines()
+    assert [line.split()[1:] for line in lines[:3]] == [["level=info", "event=serving"]] * 3
+    assert lines[3:] == ["root serving"]  # no logfmt handler of ours besides the caller's
+    assert result.stdout.splitlines() == ["0 0 True"] * 2

@@ -134,6 +134,11 @@ def lambda_return(
     return torch.stack(returns[::-1], 1)
 
 
+def spread_scale(low: float, high: float) -> float:
+    """max(1, high - low): the divisor of advantages, for returns between low and high."""
+    return max(1.0, high - low)
+
+
 class ReturnNorm:
     """EMAs of the low and high percentiles of returns; advantages are divided by their spread.
 
@@ -144,19 +149,23 @@ class ReturnNorm:
         self.decay, self.percentiles = decay, percentiles
         self.low, self.high = 0.0, 0.0
 
-    def update(self, returns: Tensor) -> float:
-        """Fold the percentiles of ``returns`` into the EMAs; return max(1, high - low)."""
+    def folded(self, returns: Tensor) -> tuple[float, float]:
+        """(low, high): the EMAs with the percentiles of ``returns`` folded in; self unchanged."""
         flat = returns.detach().flatten().float()
         q = torch.tensor([p / 100.0 for p in self.percentiles], device=flat.device)
         low, high = torch.quantile(flat, q).tolist()
-        self.low = self.decay * self.low + (1 - self.decay) * low
-        self.high = self.decay * self.high + (1 - self.decay) * high
+        d = self.decay
+        return d * self.low + (1 - d) * low, d * self.high + (1 - d) * high
+
+    def update(self, returns: Tensor) -> float:
+        """Fold the percentiles of ``returns`` into the EMAs; return max(1, high - low)."""
+        self.low, self.high = self.folded(returns)
         return self.scale
 
     @property
     def scale(self) -> float:
         """max(1, high - low): returns that spread less than 1 are not scaled up."""
-        return max(1.0, self.high - self.low)
+        return spread_scale(self.low, self.high)
 
     def state_dict(self) -> dict[str, float]:
         """The two EMAs."""
@@ -183,8 +192,11 @@ class RunningNorm(nn.Module):
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, x: Tensor) -> None:
-        """Merge the batch x (..., size) into the statistics."""
+    def merged(self, x: Tensor) -> tuple[Tensor, Tensor, float]:
+        """(mean (size,), var (size,), count) with the batch x (..., size) merged in.
+
+        Self is unchanged: :meth:`load` applies the result.
+        """
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
@@ -192,13 +204,38 @@ class RunningNorm(nn.Module):
         total = count + n
         delta = batch_mean - self.mean
         m2 = self.var * count + batch_var * n + delta.square() * count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.fill_(total)
+        return self.mean + delta * n / total, m2 / total, total
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x normalized by the statistics so far, and clipped."""
-        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+    @torch.no_grad()
+    def load(self, statistics: tuple[Tensor, Tensor, float]) -> None:
+        """Take (mean, var, count), as :meth:`merged` returns them, as the statistics."""
+        mean, var, count = statistics
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.fill_(count)
+
+    def update(self, x: Tensor) -> None:
+        """Merge the batch x (..., size) into the statistics."""
+        self.load(self.merged(x))
+
+    def forward(self, x: Tensor, statistics: tuple[Tensor, Tensor, float] | None = None) -> Tensor:
+        """x normalized by the statistics so far (or the given ones), and clipped."""
+        mean, var = (self.mean, self.var) if statistics is None else statistics[:2]
+        return ((x - mean) / torch.sqrt(var + self.eps)).clamp(-self.clip, self.clip)
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What one actor-critic loss computed for the update step to apply.
+
+    See :meth:`ActorCritic.objective` and :meth:`ActorCritic.update_statistics`.
+    """
+
+    return_range: tuple[float, float]
+    """The return normalizer's (low, high) EMAs with this batch's returns folded in."""
+    actor_inputs: tuple[Tensor, Tensor, float] | None
+    """The actor input normalizer's (mean, var, count) with this batch's acting states merged
+    in; None without one."""
 
 
 class ActorCritic(nn.Module):
@@ -227,10 +264,15 @@ class ActorCritic(nn.Module):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.two_hot = TwoHot(c.bins)
 
-    def log_policy(self, features: Tensor) -> Tensor:
-        """Log-probabilities (..., A) of the actions, with the configured unimix."""
+    def log_policy(
+        self, features: Tensor, input_statistics: tuple[Tensor, Tensor, float] | None = None
+    ) -> Tensor:
+        """Log-probabilities (..., A) of the actions, with the configured unimix.
+
+        ``input_statistics`` replace the actor input normalizer's own (see :class:`Statistics`).
+        """
         if self.actor_norm is not None:
-            features = self.actor_norm(features)
+            features = self.actor_norm(features, input_statistics)
         probs = torch.softmax(self.actor(features), -1)
         mix = self.config.actor_unimix
         return torch.log((1 - mix) * probs + mix / self.num_actions)
@@ -259,7 +301,32 @@ class ActorCritic(nn.Module):
         lam: Tensor | None = None,
         weight: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Actor and critic loss of a trajectory; updates ``norm`` with its returns.
+        """:meth:`objective`, then :meth:`update_statistics` at once: (loss, metrics).
+
+        For update steps not yet split in two (``wmsim.agent.envs``); new code calls the two.
+        """
+        loss, metrics, statistics = self.objective(
+            features, actions, reward, cont, norm, lam=lam, weight=weight
+        )
+        self.update_statistics(norm, statistics)
+        return loss, metrics
+
+    def objective(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        reward: Tensor,
+        cont: Tensor,
+        norm: ReturnNorm,
+        *,
+        lam: Tensor | None = None,
+        weight: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor], Statistics]:
+        """Actor and critic loss of a trajectory: (loss, metrics, statistics).
+
+        The normalizers are read, never written: the loss uses them with this batch
+        folded in, and returns those statistics for the update step to apply
+        (:meth:`update_statistics`), so computing it twice changes nothing.
 
         Args:
             features: (B, H + 1, F) states s_0..s_H (gradients flow into them, if they have any).
@@ -288,11 +355,12 @@ class ActorCritic(nn.Module):
             weight = default_weight if weight is None else weight
         critic_loss = self.two_hot.loss(logits[:, :-1], returns)
         critic_loss = critic_loss + c.slow_reg * self.two_hot.loss(logits[:, :-1], slow_target)
-        scale = norm.update(returns)
+        return_range = norm.folded(returns)
+        scale = spread_scale(*return_range)
         advantage = (returns - value[:, :-1]) / scale
-        if self.actor_norm is not None:
-            self.actor_norm.update(features[:, :-1].detach())
-        log_probs = self.log_policy(features[:, :-1])  # (B, H, A)
+        acting = features[:, :-1].detach()
+        inputs = None if self.actor_norm is None else self.actor_norm.merged(acting)
+        log_probs = self.log_policy(features[:, :-1], inputs)  # (B, H, A)
         taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         actor_loss = -(taken * advantage + c.entropy * entropy)
@@ -304,7 +372,14 @@ class ActorCritic(nn.Module):
             "entropy": entropy.mean(), "return_scale": torch.tensor(scale),
             "reward": reward.mean(), "continue": cont.mean(),
         }  # fmt: skip
-        return loss, {k: v.detach() for k, v in metrics.items()}
+        statistics = Statistics(return_range, inputs)
+        return loss, {k: v.detach() for k, v in metrics.items()}, statistics
+
+    def update_statistics(self, norm: ReturnNorm, statistics: Statistics) -> None:
+        """Apply what :meth:`objective` computed: the return and actor input normalizers."""
+        norm.load_state_dict(dict(zip(("low", "high"), statistics.return_range, strict=True)))
+        if self.actor_norm is not None:
+            self.actor_norm.load(statistics.actor_inputs)
 
     @torch.no_grad()
     def update_slow(self) -> None:

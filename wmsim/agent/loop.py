@@ -184,7 +184,7 @@ class AgentRun:
         lr = ac.lr * min(1.0, (self.updates + 1) / ac.warmup) if ac.warmup else ac.lr
         for group in self.agent_optimizer.param_groups:
             group["lr"] = lr
-        loss, ac_metrics = self.agent.loss(
+        loss, ac_metrics, statistics = self.agent.objective(
             trajectory.features, trajectory.actions, trajectory.reward, trajectory.cont,
             self.return_norm,
         )  # fmt: skip
@@ -193,6 +193,7 @@ class AgentRun:
         norm = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), ac.grad_clip)
         self.agent_optimizer.step()
         self.agent.update_slow()
+        self.agent.update_statistics(self.return_norm, statistics)
         self.updates += 1
         metrics = {f"model_{k}": v for k, v in metrics.items()}
         metrics.update({k: float(v) for k, v in ac_metrics.items()}, agent_grad_norm=float(norm))
