@@ -23,7 +23,7 @@ How our arguments map onto ``mamba_chunk_scan_combined`` (mamba-ssm 2.3):
   state after the last step, inside the last episode: the reference's semantics.
 - ``chunk`` is ``chunk_size``; both are exact for any chunk size.
 
-And onto ``causal_conv1d_fn`` (causal-conv1d 1.6): it refuses ``seq_idx``
+And onto ``causal_conv1d_fn`` (causal-conv1d 1.6 and 1.7): 1.6 refuses ``seq_idx``
 together with ``initial_states``, so the window is prepended to x as K - 1 more
 steps of index 0 (the episode x starts in, as the reference has it) and the
 outputs for those steps are dropped; ``seq_idx`` needs the channel-last layout
