@@ -28,6 +28,10 @@ ignored, in both forms).
 
 State per layer l: ``conv{l}`` (conv width - 1, conv channels), the conv's
 last inputs, oldest first; ``ssm{l}`` (heads, head size, d_state).
+
+On CUDA, with mamba-ssm and causal-conv1d installed, the parallel form runs
+their fused kernels instead of the conv and scan here (mamba_fused.py, same
+signatures; ``kernels_for`` picks). Exports always trace the code here.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wmsim.model.backbones import mamba_fused
 from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, input_projection
 from wmsim.model.decays import decay_from_start, decay_matrix
 
@@ -165,6 +170,26 @@ def causal_conv(
     return out, inputs[:, -(taps - 1) :] * keep
 
 
+KERNELS = {
+    "reference": (causal_conv, ssd_scan),
+    "fused": (mamba_fused.causal_conv, mamba_fused.ssd_scan),
+}
+"""The parallel form's (conv, scan) pairs: this file's PyTorch, or the CUDA kernels."""
+
+
+def kernels_for(device: torch.device, channels: int, taps: int) -> str:
+    """The KERNELS entry for a conv of ``channels`` x ``taps`` on ``device``.
+
+    "fused" on CUDA where both packages imported and causal_conv1d takes the conv;
+    never while torch.export traces (ONNX export goes through it), since the fused
+    kernels don't export: a CUDA model exports the reference too.
+    """
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return "reference"
+    fused = mamba_fused.AVAILABLE and mamba_fused.supports(channels, taps)
+    return "fused" if device.type == "cuda" and fused else "reference"
+
+
 class Mamba2Mixer(nn.Module):
     """One Mamba-2 mixer (ngroups 1): in_proj, causal conv, SSD, gated RMSNorm, out_proj."""
 
@@ -221,12 +246,13 @@ class Mamba2Mixer(nn.Module):
         """Parallel form: u (B, T, width), is_first (B, T) -> out (B, T, width), window, ssm."""
         z, xbc, dt = self._split(u)
         weight = self.conv.weight.squeeze(1)  # (C, K)
-        xbc, window = causal_conv(xbc, window, weight, self.conv.bias, is_first)
+        conv, scan = KERNELS[kernels_for(xbc.device, *weight.shape)]
+        xbc, window = conv(xbc, window, weight, self.conv.bias, is_first)
         # the scan's matmuls too stay fp32 under bf16 autocast: its decays compound
         with torch.autocast(u.device.type, enabled=False):
             x, b, c, dt = self._ssm_inputs(xbc, dt)
             a = -self.a_log.to(dt.dtype).exp()
-            y, ssm = ssd_scan(x, dt, a, b, c, is_first, ssm.to(x.dtype), self.config.chunk)
+            y, ssm = scan(x, dt, a, b, c, is_first, ssm.to(x.dtype), self.config.chunk)
         return self._output(y, x, z), window, ssm
 
     def step(
