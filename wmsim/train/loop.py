@@ -11,27 +11,22 @@ would (``tests/train/test_loop.py``).
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
-from wmsim.files import atomic_write_json
 from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
-from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.run_dir import RunDirectory
+from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
-from wmsim.train.logs import RunLog
 from wmsim.train.optim import OPTIMIZERS
 
 
@@ -114,44 +109,6 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
         "seed": args.seed,
         "train": to_dict(train),
     }
-
-
-SCHEDULE = ("eval_every", "checkpoint_every", "log_every", "eval_episodes", "eval_max_frames")
-"""Training settings that only schedule side work; a resumed run may change them."""
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict):
-        return {prefix: config}
-    out = {}
-    for key, value in config.items():
-        out.update(_flatten(value, f"{prefix}{key}."))
-    return {k.rstrip("."): v for k, v in out.items()}
-
-
-def check_same_run(
-    run: Path,
-    saved: dict[str, Any],
-    asked: dict[str, Any],
-    keys: tuple[str, ...] = ("preset", "game", "seed", "train"),
-) -> None:
-    """Refuse to resume a run with other settings, naming each difference.
-
-    The saved settings are compared as they load: a field added to a config
-    class after the run was made takes its default, as it does on resume.
-    """
-    old = _flatten({k: to_dict(from_dict(saved.get(k))) for k in keys})
-    new = _flatten({k: asked[k] for k in keys})
-    differ = [
-        f"{key.partition('.')[2] or key}: {old.get(key)!r} there, {new.get(key)!r} asked"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key.rpartition(".")[2] not in SCHEDULE
-    ]
-    if differ:
-        raise UserError(
-            f"{run} holds a run with other settings ({'; '.join(differ)}); resume it with the "
-            "same command, or train into another --out"
-        )
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -285,29 +242,15 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
             checkpoint at the current step.
     """
     preset(args.preset)  # an unknown name is the first thing to report
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; --out must be a directory")
-    has_checkpoint = (out / CHECKPOINT).exists()
-    if has_checkpoint and not args.resume:
-        raise UserError(
-            f"{out} already holds a run; pass --resume to continue it, or another --out"
-        )
-    if args.resume and not has_checkpoint:
-        raise UserError(f"{out} holds no run to resume; drop --resume to start one")
+    run_dir = RunDirectory(args.out, None, resume=args.resume)
     trainer = Trainer(args, resolve_device(args.device))
-    if args.resume:
-        saved = load_checkpoint(out, trainer.device)
-        check_same_run(out, saved["config"], trainer.resolved)
+    saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
+    if saved is not None:
         trainer.restore(saved)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", trainer.resolved)
-    log, c = RunLog(out, trainer.step), trainer.config
-    bar = tqdm(total=args.steps, initial=trainer.step, disable=not progress, unit="step")
-    last_eval: dict[str, float] = {}
-    restore_sigterm = sigterm_interrupts()
-    try:
+    c, last_eval = trainer.config, {}
+    with run_dir.running(
+        trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
+    ) as (log, bar):
         while trainer.step < args.steps:
             metrics = trainer.train_step()
             bar.update(1)
@@ -319,30 +262,8 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
                 last_eval = trainer.evaluate()
                 log.log(trainer.step, "eval", last_eval)
             if trainer.step % c.checkpoint_every == 0 or done:
-                save_checkpoint(out, trainer.state())
-    except KeyboardInterrupt:
-        save_checkpoint(out, trainer.state())
-        raise
-    finally:
-        restore_sigterm()
-        bar.close()
-        log.close()
+                run_dir.save(trainer.state())
     return last_eval
-
-
-def sigterm_interrupts() -> Callable[[], None]:
-    """Make SIGTERM (a scheduler's stop) raise KeyboardInterrupt as Ctrl-C does; returns the undo.
-
-    Signal handlers belong to the main thread; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
