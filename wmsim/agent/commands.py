@@ -99,7 +99,7 @@ def agent_train(args: AgentTrainArgs, *, progress: bool = True) -> dict[str, flo
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     device = resolve_device(args.device)
     if args.env is not None:
-        from wmsim.agent.envs import train_in_env
+        from wmsim.agent.gym_loop import train_in_env
 
         if args.world_model is not None:
             raise UserError("--world-model goes with --game; with --env the env is the model")
@@ -142,7 +142,7 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
         agent.load_state_dict(saved["agent"])
         return RealPolicy(model.eval(), agent.eval(), generator, greedy=greedy), saved
     if kind == "env":
-        from wmsim.agent.envs import load_env_policy
+        from wmsim.agent.gym_loop import load_env_policy
 
         return load_env_policy(saved, device, generator, greedy=greedy), saved
     raise UserError(
