@@ -10,7 +10,7 @@ import torch
 from wmsim.configs import to_dict
 from wmsim.errors import UserError
 from wmsim.run_dir import RunDirectory, check_same_run
-from wmsim.train.checkpoint import load_checkpoint
+from wmsim.train.checkpoint import load_checkpoint, save_checkpoint
 from wmsim.train.config import preset
 from wmsim.train.logs import read_metrics
 
@@ -102,3 +102,12 @@ def test_an_interrupt_saves_a_checkpoint_then_goes_on(tmp_path, sig):
     assert load_checkpoint(run_dir.path)["step"] == 7
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
     assert log.file.closed
+
+
+def test_a_checkpoint_of_an_older_wmsim_resumes_as_the_kind_it_is(tmp_path):
+    run = tmp_path / "run"
+    RunDirectory(run, "train", resume=False).open(CONFIG, KEYS, CPU)
+    save_checkpoint(run, {"config": CONFIG, "step": 3})  # untagged: a `wmsim train` run
+    assert RunDirectory(run, "train", resume=True).open(CONFIG, KEYS, CPU)["step"] == 3
+    with pytest.raises(UserError, match="a run of another kind"):
+        RunDirectory(run, "agent", resume=True).open(CONFIG, KEYS, CPU)

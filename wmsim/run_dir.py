@@ -25,7 +25,7 @@ from tqdm import tqdm
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
 from wmsim.files import atomic_write_json
-from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.train.checkpoint import CHECKPOINT, checkpoint_kind, load_checkpoint, save_checkpoint
 from wmsim.train.logs import RunLog
 
 SCHEDULE = ("eval_every", "checkpoint_every", "log_every", "eval_episodes", "eval_max_frames")
@@ -37,8 +37,8 @@ class RunDirectory:
 
     Args:
         path: the directory (``--out``); made when a new run starts.
-        kind: the tag of this loop's checkpoints; a resume refuses a run of
-            another kind.
+        kind: the loop's kind (see ``checkpoint.KINDS``), the tag of its
+            checkpoints; a resume refuses a run of another kind.
         resume: continue the run there (``--resume``) rather than start one.
 
     Raises:
@@ -46,7 +46,7 @@ class RunDirectory:
             or holds none and it is.
     """
 
-    def __init__(self, path: Path, kind: str | None, *, resume: bool):
+    def __init__(self, path: Path, kind: str, *, resume: bool):
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UserError(f"{path} is a file; --out must be a directory")
@@ -73,14 +73,14 @@ class RunDirectory:
             atomic_write_json(self.path / "config.json", config)
             return None
         saved = load_checkpoint(self.path, device)
-        if saved.get("kind") != self.kind:
+        if checkpoint_kind(saved) != self.kind:
             raise UserError(f"{self.path} holds a run of another kind; train into another --out")
         check_same_run(self.path, saved["config"], config, keys)
         return saved
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` as the run's checkpoint, tagged with the run's kind."""
-        save_checkpoint(self.path, state if self.kind is None else {"kind": self.kind, **state})
+        save_checkpoint(self.path, {"kind": self.kind, **state})
 
     @contextmanager
     def running(

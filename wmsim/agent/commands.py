@@ -123,12 +123,12 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
     Raises:
         UserError: ``run`` holds no agent checkpoint.
     """
-    from wmsim.train.checkpoint import load_checkpoint
+    from wmsim.train.checkpoint import checkpoint_kind, load_checkpoint
 
     saved = load_checkpoint(run, device)
-    kind = saved.get("kind")
+    kind = checkpoint_kind(saved)
     generator = torch.Generator(device).manual_seed(seed)
-    if kind == "world-model":
+    if kind == "agent":
         from wmsim.agent.actor_critic import ActorCritic
         from wmsim.agent.config import AgentConfig
         from wmsim.agent.imagination import RealPolicy

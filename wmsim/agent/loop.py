@@ -83,7 +83,7 @@ def resolve_agent(
         # the loop plays the real game with the frames that world model learned from
         resize = Replay(Path(saved["config"]["data"])).env.get("resize", "area")
     return {
-        "kind": "world-model",
+        "kind": "agent",
         "preset": preset_name,
         "game": game,
         "seed": seed,
@@ -218,7 +218,7 @@ def train_agent(
         UserError: bad settings or run directory (see the messages).
         KeyboardInterrupt: on Ctrl-C or SIGTERM, after saving a checkpoint.
     """
-    run_dir = RunDirectory(out, "world-model", resume=resume)
+    run_dir = RunDirectory(out, "agent", resume=resume)
     keys = ("preset", "game", "seed", "train", "agent", "world_model_from")
     saved = run_dir.open(resolved, keys, device)
     run = AgentRun(out, resolved, device)

@@ -14,6 +14,13 @@ from wmsim.files import atomic_write_bytes
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 
+KINDS = ("train", "agent", "env")
+"""Which loop wrote a checkpoint: ``wmsim train`` (a world model), ``wmsim agent train
+--game`` (an agent and the world model it trained in) or ``--env`` (an agent alone)."""
+OLD_KINDS = {None: "train", "world-model": "agent"}
+"""Tags of checkpoints from wmsim versions before KINDS: untagged, or "world-model" for
+``wmsim agent train --game``; they read as the kind they are."""
+
 
 def save_checkpoint(run: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (tensors, numbers, strings and containers of them) as the run's checkpoint.
@@ -24,6 +31,12 @@ def save_checkpoint(run: Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **payload}, buffer)
     atomic_write_bytes(Path(run) / CHECKPOINT, buffer.getvalue())
+
+
+def checkpoint_kind(saved: dict[str, Any]) -> str:
+    """The kind (one of :data:`KINDS`) of the run that wrote checkpoint ``saved``."""
+    kind = saved.get("kind")
+    return OLD_KINDS.get(kind, kind)
 
 
 def load_checkpoint(run: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

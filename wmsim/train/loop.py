@@ -242,7 +242,7 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
             checkpoint at the current step.
     """
     preset(args.preset)  # an unknown name is the first thing to report
-    run_dir = RunDirectory(args.out, None, resume=args.resume)
+    run_dir = RunDirectory(args.out, "train", resume=args.resume)
     trainer = Trainer(args, resolve_device(args.device))
     saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
     if saved is not None:
