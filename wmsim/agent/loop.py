@@ -40,8 +40,8 @@ from wmsim.replay.writer import ReplayLock, ReplayWriter
 from wmsim.run_dir import RunDirectory
 from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.config import TrainConfig, preset
-from wmsim.train.loop import make_optimizer, to_torch, world_model_step
 from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
 REPLAY = "replay"
 

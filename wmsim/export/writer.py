@@ -43,11 +43,10 @@ from wmsim.export.graphs import (
 )
 from wmsim.files import atomic_write_bytes, atomic_write_json, replace_dir, staging_dir
 from wmsim.replay import Replay
-from wmsim.train.checkpoint import checkpoint_kind
+from wmsim.train.checkpoint import checkpoint_kind, load_run
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows
 from wmsim.train.logs import read_metrics
-from wmsim.train.loop import load_run
 
 AGENT_REPLAY = "replay"
 """Where an agent run keeps its replay (:data:`wmsim.agent.loop.REPLAY`)."""

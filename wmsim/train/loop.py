@@ -19,15 +19,16 @@ import numpy as np
 import torch
 
 from wmsim.configs import from_dict, to_dict
+from wmsim.devices import autocast_dtype, resolve_device
 from wmsim.errors import UserError
 from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
 from wmsim.run_dir import RunDirectory
-from wmsim.train.checkpoint import load_checkpoint
+from wmsim.train.checkpoint import world_model_of  # noqa: F401 (docs/figures.py imports it here)
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
 
 @dataclass(frozen=True)
@@ -62,36 +63,6 @@ class TrainArgs:
     and on GPUs), fp32, or auto: bf16 where the hardware has it natively."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the current accelerator (CUDA, MPS, ...) if torch sees one, else the CPU."""
-    if name == "auto":
-        accelerator = (
-            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-        )
-        return accelerator or torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise UserError(f"unknown device {name!r}: {error}") from None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32.
-
-    CPUs without native bf16 (no AVX512-BF16 or AMX) run autocast slower than
-    fp32, so ``auto`` takes it only where the hardware has it.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    return None
-
-
 def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
     """The run's full config: the preset with the command's overrides, as saved JSON."""
     overrides = {
@@ -109,51 +80,6 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
         "seed": args.seed,
         "train": to_dict(train),
     }
-
-
-def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """Replay windows as tensors on ``device``, actions as int64."""
-    out = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    if "action" in out:
-        out["action"] = out["action"].long()
-    return out
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names, over ``model``'s parameters."""
-    # a model may ask for parameter groups (REM: decay on some, a slower tokenizer)
-    groups = getattr(model, "parameter_groups", None)
-    params = groups(config.weight_decay) if groups else model.parameters()
-    return OPTIMIZERS[config.optimizer](
-        params, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay
-    )
-
-
-def world_model_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, torch.Tensor],
-    config: TrainConfig,
-    step: int,
-    generator: torch.Generator,
-    autocast: torch.dtype | None = None,
-) -> dict[str, float]:
-    """One gradient step of ``model`` on ``batch``, the ``step``-th (for the warm-up).
-
-    ``autocast`` runs the forward pass in that dtype (see :func:`autocast_dtype`).
-    """
-    c = config
-    lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup else c.lr
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        loss, metrics = model.loss(batch, generator)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-    optimizer.step()
-    return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(norm), "lr": lr}
 
 
 class Trainer:
@@ -264,17 +190,3 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
             if trainer.step % c.checkpoint_every == 0 or done:
                 run_dir.save(trainer.state())
     return last_eval
-
-
-def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A trained model in eval mode and its checkpoint (config, action meanings, ...)."""
-    saved = load_checkpoint(run, device)
-    return world_model_of(saved, device), saved
-
-
-def world_model_of(saved: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """The world model in a checkpoint of ``wmsim train`` or ``wmsim agent train``, in eval mode."""
-    config: TrainConfig = from_dict(saved["config"]["train"])
-    model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
-    model.load_state_dict(saved["model"])
-    return model.eval()
