@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import evaluate_policy
+from wmsim.agent.evaluate import evaluate_policy, training_eval_seed
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
 from wmsim.run_dir import RunDirectory
@@ -239,7 +239,7 @@ def _train(
         # periodic evaluations play the preset's episodes; `wmsim eval` plays the final one
         result = evaluate_policy(
             FramePolicy(agent.eval(), generator), game, config.eval_episodes,
-            seed=10_000 + env_steps, max_frames=config.eval_max_frames, resize=resize,
+            seed=training_eval_seed(env_steps), max_frames=config.eval_max_frames, resize=resize,
         )  # fmt: skip
         agent.train()
         log.log(env_steps, "eval", result)

@@ -27,7 +27,7 @@ import torch
 
 from wmsim.agent.actor_critic import ActorCritic, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import evaluate_policy
+from wmsim.agent.evaluate import evaluate_policy, training_eval_seed
 from wmsim.agent.imagination import RealPolicy, imagine
 from wmsim.collect.atari import AtariConfig, AtariEnv
 from wmsim.collect.rollout import step_flags, stream_seed
@@ -40,7 +40,7 @@ from wmsim.replay.writer import ReplayLock, ReplayWriter
 from wmsim.run_dir import RunDirectory
 from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.config import TrainConfig, preset
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.optim import OPTIMIZERS, warm_up
 from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
 REPLAY = "replay"
@@ -173,9 +173,7 @@ class AgentRun:
             self.model, self.agent, context, c.horizon, self.generator, hard_ends=c.hard_ends
         )
         ac = c.actor_critic
-        lr = ac.lr * min(1.0, (self.updates + 1) / ac.warmup) if ac.warmup else ac.lr
-        for group in self.agent_optimizer.param_groups:
-            group["lr"] = lr
+        warm_up(self.agent_optimizer, ac.lr, ac.warmup, self.updates)
         loss, ac_metrics = self.agent.loss(
             trajectory.features, trajectory.actions, trajectory.reward, trajectory.cont,
             self.return_norm,
@@ -198,7 +196,7 @@ class AgentRun:
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Mean score (and HNS) of ``episodes`` real episodes with the current policy."""
         return evaluate_policy(
-            self.policy(), self.resolved["game"], episodes, seed=10_000 + self.env_steps,
+            self.policy(), self.resolved["game"], episodes, seed=training_eval_seed(self.env_steps),
             max_frames=self.config.eval_max_frames, resize=self.resolved.get("resize", "area"),
         )  # fmt: skip
 

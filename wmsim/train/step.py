@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from wmsim.train.config import TrainConfig
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.optim import OPTIMIZERS, warm_up
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -46,9 +46,7 @@ def world_model_step(
     ``autocast`` runs the forward pass in that dtype (see :func:`autocast_dtype`).
     """
     c = config
-    lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup else c.lr
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+    lr = warm_up(optimizer, c.lr, c.warmup, step)
     device = next(model.parameters()).device
     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         loss, metrics = model.loss(batch, generator)
