@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from wmsim.model.distributions import TwoHot
+from wmsim.model.networks import mlp
 
 FORMS = ("storm", "dreamerv3")
 """The lambda-return and regularizer variants; see the module docstring."""
@@ -87,24 +88,6 @@ class ActorCriticConfig:
     """Gradients of actor and critic are clipped to this global norm."""
     warmup: int = 0
     """Updates of linear learning-rate warm-up (DRAMA 1000)."""
-
-
-NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
-
-
-def mlp(
-    inputs: int, outputs: int, width: int, layers: int, norm: str, activation: str
-) -> nn.Module:
-    """layers x [Linear (no bias), norm, activation], then a linear output."""
-    body: list[nn.Module] = []
-    for i in range(layers):
-        body += [
-            nn.Linear(inputs if i == 0 else width, width, bias=False),
-            NORMS[norm](width),
-            ACTIVATIONS[activation](),
-        ]
-    return nn.Sequential(*body, nn.Linear(width if layers else inputs, outputs))
 
 
 def lambda_return(
