@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 
 from wmsim.replay import Replay
+from wmsim.train.checkpoint import load_run
 from wmsim.train.config import PRESETS
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
-from wmsim.train.loop import TrainArgs, load_run, to_torch, train
+from wmsim.train.loop import TrainArgs, train
+from wmsim.train.step import to_torch
 
 TINY = ["tiny", "tiny-gru", "tiny-drama", "tiny-s5", "tiny-dreamerv2", "tiny-rem"]
 # recall means little without the spurious pixels beside it: noise draws "balls" everywhere

@@ -167,7 +167,7 @@ def _export(checkpoint: Path, cache: Path, key: str) -> Bundle:
     import torch
 
     from wmsim.export.writer import AGENT_REPLAY, ExportArgs, export_run
-    from wmsim.train.checkpoint import load_checkpoint
+    from wmsim.train.checkpoint import checkpoint_kind, load_checkpoint
 
     try:
         saved = load_checkpoint(run)
@@ -181,7 +181,7 @@ def _export(checkpoint: Path, cache: Path, key: str) -> Bundle:
             "as one; give the run's own checkpoint.pt, or train the run again"
         ) from error
     config = saved["config"]
-    if saved.get("kind") == "env":
+    if checkpoint_kind(saved) == "env":
         raise UserError(
             f"{run} is an agent trained in a dream env (`wmsim agent train --env`): it holds a "
             "policy and no world model; give a run of `wmsim train` or `wmsim agent train --game`"

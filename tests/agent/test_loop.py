@@ -8,12 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
+from wmsim.agent.commands import (
+    AgentTrainArgs,
+    EvalArgs,
+    agent_train,
+    evaluate_command,
+    load_policy,
+)
+from wmsim.agent.imagination import RealPolicy
 from wmsim.agent.results import ResultsArgs, results
 from wmsim.cli import main
 from wmsim.errors import UserError
 from wmsim.replay import Replay
-from wmsim.train.checkpoint import load_checkpoint
+from wmsim.train.checkpoint import load_checkpoint, save_checkpoint
 from wmsim.train.logs import read_metrics
 from wmsim.train.loop import TrainArgs, train
 
@@ -34,7 +41,7 @@ def run(tmp_path_factory):
 @pytest.mark.slow
 def test_the_loop_plays_trains_evaluates_and_checkpoints(run):
     saved = load_checkpoint(run)
-    assert saved["kind"] == "world-model" and saved["env_steps"] == 80
+    assert saved["kind"] == "agent" and saved["env_steps"] == 80
     assert saved["updates"] == 3  # at steps 48, 64 and 80: from the warm-up on, every 16
     replay = Replay(run / "replay")
     assert replay.num_steps >= 80 and replay.action_meanings == saved["action_meanings"]
@@ -64,6 +71,22 @@ def test_resume_continues_in_a_new_stream_and_refuses_other_settings(run, tmp_pa
     saved = load_checkpoint(copy)
     assert saved["env_steps"] == 96 and saved["updates"] == 4
     assert len({c.stream for c in Replay(copy / "replay").chunks}) == 2
+
+
+@pytest.mark.slow
+def test_a_checkpoint_tagged_world_model_by_an_older_wmsim_is_an_agent(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    save_checkpoint(copy, {**load_checkpoint(copy), "kind": "world-model"})
+    policy, saved = load_policy(copy, torch.device("cpu"), greedy=False, seed=0)
+    assert isinstance(policy, RealPolicy) and saved["env_steps"] == 80
+    agent_train(
+        AgentTrainArgs(out=copy, game="Breakout", env_steps=96, resume=True, **TINY),
+        progress=False,
+    )
+    assert load_checkpoint(copy)["kind"] == "agent"
 
 
 @pytest.fixture(scope="module")

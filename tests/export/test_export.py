@@ -14,8 +14,9 @@ from wmsim.export.check import compare_with_torch
 from wmsim.export.writer import ExportArgs, export_run, start_contexts, write_bundle
 from wmsim.model import make_world_model
 from wmsim.replay import Replay
+from wmsim.train.checkpoint import load_run
 from wmsim.train.config import preset
-from wmsim.train.loop import TrainArgs, load_run, train
+from wmsim.train.loop import TrainArgs, train
 
 PRESETS = ["tiny", "tiny-gru", "tiny-drama", "tiny-s5", "tiny-dreamerv2", "tiny-rem"]
 

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from wmsim.collect.rollout import CollectConfig, collect
 from wmsim.replay import Replay
+from wmsim.train.checkpoint import load_run
 from wmsim.train.config import PRESETS
 from wmsim.train.evaluate import split_starts
-from wmsim.train.loop import TrainArgs, load_run, train
+from wmsim.train.loop import TrainArgs, train
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""LaProp against its update rule written out by hand, and the optimizer table."""
+"""LaProp against its update rule written out by hand, the optimizer table, the warm-up."""
 
 import io
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from wmsim.train.optim import OPTIMIZERS, LaProp
+from wmsim.train.optim import OPTIMIZERS, LaProp, warm_up
 
 
 def test_laprop_follows_its_update_rule():
@@ -63,3 +63,14 @@ def test_bad_settings_are_refused():
             [torch.nn.Parameter(torch.zeros(1))], lr=1e-3, eps=1e-8, weight_decay=0.0
         ).defaults["lr"]
     )
+
+
+def test_warm_up_rises_linearly_and_scales_each_group():
+    weights = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam(
+        [{"params": weights[:1]}, {"params": weights[1:], "lr_scale": 0.1}]
+    )
+    rates = [warm_up(optimizer, 1e-3, 4, step) for step in range(6)]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-4])
+    assert warm_up(optimizer, 1e-3, 0, 0) == 1e-3  # no warm-up

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from wmsim.model.distributions import TwoHot
+from wmsim.model.networks import mlp
 
 FORMS = ("storm", "dreamerv3")
 """The lambda-return and regularizer variants; see the module docstring."""
@@ -87,24 +88,6 @@ class ActorCriticConfig:
     """Gradients of actor and critic are clipped to this global norm."""
     warmup: int = 0
     """Updates of linear learning-rate warm-up (DRAMA 1000)."""
-
-
-NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
-
-
-def mlp(
-    inputs: int, outputs: int, width: int, layers: int, norm: str, activation: str
-) -> nn.Module:
-    """layers x [Linear (no bias), norm, activation], then a linear output."""
-    body: list[nn.Module] = []
-    for i in range(layers):
-        body += [
-            nn.Linear(inputs if i == 0 else width, width, bias=False),
-            NORMS[norm](width),
-            ACTIVATIONS[activation](),
-        ]
-    return nn.Sequential(*body, nn.Linear(width if layers else inputs, outputs))
 
 
 def lambda_return(
@@ -289,27 +272,6 @@ class ActorCritic(nn.Module):
     def value(self, features: Tensor, slow: bool = False) -> Tensor:
         """The critic's (or slow critic's) value (...) of features (..., F)."""
         return self.two_hot.mean((self.slow_critic if slow else self.critic)(features))
-
-    def loss(
-        self,
-        features: Tensor,
-        actions: Tensor,
-        reward: Tensor,
-        cont: Tensor,
-        norm: ReturnNorm,
-        *,
-        lam: Tensor | None = None,
-        weight: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """:meth:`objective`, then :meth:`update_statistics` at once: (loss, metrics).
-
-        For update steps not yet split in two (``wmsim.agent.envs``); new code calls the two.
-        """
-        loss, metrics, statistics = self.objective(
-            features, actions, reward, cont, norm, lam=lam, weight=weight
-        )
-        self.update_statistics(norm, statistics)
-        return loss, metrics
 
     def objective(
         self,

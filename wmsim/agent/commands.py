@@ -87,19 +87,16 @@ OVERRIDES = (
 
 def agent_train(args: AgentTrainArgs, *, progress: bool = True) -> dict[str, float]:
     """Run ``wmsim agent train``; return the last evaluation's metrics."""
-    from wmsim.train.loop import resolve_device
+    from wmsim.devices import resolve_device
 
     if (args.game is None) == (args.env is None):
         raise UserError("pass exactly one of --game (the full loop) and --env (a gymnasium env)")
     if args.env_steps < 1:
         raise UserError("--env-steps must be positive")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; --out must be a directory")
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     device = resolve_device(args.device)
     if args.env is not None:
-        from wmsim.agent.envs import train_in_env
+        from wmsim.agent.gym_loop import train_in_env
 
         if args.world_model is not None:
             raise UserError("--world-model goes with --game; with --env the env is the model")
@@ -113,7 +110,12 @@ def agent_train(args: AgentTrainArgs, *, progress: bool = True) -> dict[str, flo
         resolve_game(args.game), args.preset, args.seed, overrides, world_model=args.world_model
     )
     return train_agent(
-        out, resolved, args.env_steps, resume=args.resume, device=device, progress=progress
+        Path(args.out),
+        resolved,
+        args.env_steps,
+        resume=args.resume,
+        device=device,
+        progress=progress,
     )
 
 
@@ -123,17 +125,17 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
     Raises:
         UserError: ``run`` holds no agent checkpoint.
     """
-    from wmsim.train.checkpoint import load_checkpoint
+    from wmsim.train.checkpoint import checkpoint_kind, load_checkpoint
 
     saved = load_checkpoint(run, device)
-    kind = saved.get("kind")
+    kind = checkpoint_kind(saved)
     generator = torch.Generator(device).manual_seed(seed)
-    if kind == "world-model":
+    if kind == "agent":
         from wmsim.agent.actor_critic import ActorCritic
         from wmsim.agent.config import AgentConfig
         from wmsim.agent.imagination import RealPolicy
         from wmsim.configs import from_dict
-        from wmsim.train.loop import world_model_of
+        from wmsim.train.checkpoint import world_model_of
 
         num_actions = len(saved["action_meanings"])
         model = world_model_of(saved, device)
@@ -142,7 +144,7 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
         agent.load_state_dict(saved["agent"])
         return RealPolicy(model.eval(), agent.eval(), generator, greedy=greedy), saved
     if kind == "env":
-        from wmsim.agent.envs import load_env_policy
+        from wmsim.agent.gym_loop import load_env_policy
 
         return load_env_policy(saved, device, generator, greedy=greedy), saved
     raise UserError(
@@ -188,8 +190,8 @@ def evaluate_command(args: EvalArgs, *, progress: bool = True) -> tuple[dict, Pa
         protocol,
         write_record,
     )
+    from wmsim.devices import resolve_device
     from wmsim.games import resolve_game
-    from wmsim.train.loop import resolve_device
     from wmsim.video import write_video
 
     if args.random == (args.agent is not None):

@@ -131,6 +131,15 @@ def evaluate_policy(
     return summarize(game, played)
 
 
+def training_eval_seed(env_steps: int) -> int:
+    """The first episode's seed of an evaluation during training, after ``env_steps`` steps.
+
+    Apart from the seeds the training game starts from, and new at each
+    evaluation, so that evaluations do not replay the same few episodes.
+    """
+    return 10_000 + env_steps
+
+
 def summarize(game: str, result: Episodes) -> dict[str, float]:
     """Mean score, its spread, the mean length and (for games with human scores) the HNS."""
     mean = float(np.mean(result.scores))

@@ -18,37 +18,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wmsim.agent.actor_critic import ActorCritic, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import evaluate_policy
+from wmsim.agent.evaluate import evaluate_policy, training_eval_seed
 from wmsim.agent.imagination import RealPolicy, imagine
 from wmsim.collect.atari import AtariConfig, AtariEnv
 from wmsim.collect.rollout import step_flags, stream_seed
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
-from wmsim.files import atomic_write_json
 from wmsim.model import LatentWorldModelConfig, make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.format import make_manifest
 from wmsim.replay.writer import ReplayLock, ReplayWriter
-from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.run_dir import RunDirectory
+from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.config import TrainConfig, preset
-from wmsim.train.logs import RunLog
-from wmsim.train.loop import (
-    check_same_run,
-    make_optimizer,
-    sigterm_interrupts,
-    to_torch,
-    world_model_step,
-)
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.optim import OPTIMIZERS, warm_up
+from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
 REPLAY = "replay"
 
@@ -90,7 +83,7 @@ def resolve_agent(
         # the loop plays the real game with the frames that world model learned from
         resize = Replay(Path(saved["config"]["data"])).env.get("resize", "area")
     return {
-        "kind": "world-model",
+        "kind": "agent",
         "preset": preset_name,
         "game": game,
         "seed": seed,
@@ -132,8 +125,7 @@ class AgentRun:
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds."""
         return {
-            "kind": "world-model", "config": self.resolved,
-            "action_meanings": self.env.action_meanings,
+            "config": self.resolved, "action_meanings": self.env.action_meanings,
             "env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
             "model": self.model.state_dict(), "agent": self.agent.state_dict(),
             "model_optimizer": self.model_optimizer.state_dict(),
@@ -181,9 +173,7 @@ class AgentRun:
             self.model, self.agent, context, c.horizon, self.generator, hard_ends=c.hard_ends
         )
         ac = c.actor_critic
-        lr = ac.lr * min(1.0, (self.updates + 1) / ac.warmup) if ac.warmup else ac.lr
-        for group in self.agent_optimizer.param_groups:
-            group["lr"] = lr
+        warm_up(self.agent_optimizer, ac.lr, ac.warmup, self.updates)
         loss, ac_metrics, statistics = self.agent.objective(
             trajectory.features, trajectory.actions, trajectory.reward, trajectory.cont,
             self.return_norm,
@@ -207,7 +197,7 @@ class AgentRun:
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Mean score (and HNS) of ``episodes`` real episodes with the current policy."""
         return evaluate_policy(
-            self.policy(), self.resolved["game"], episodes, seed=10_000 + self.env_steps,
+            self.policy(), self.resolved["game"], episodes, seed=training_eval_seed(self.env_steps),
             max_frames=self.config.eval_max_frames, resize=self.resolved.get("resize", "area"),
         )  # fmt: skip
 
@@ -227,45 +217,40 @@ def train_agent(
         UserError: bad settings or run directory (see the messages).
         KeyboardInterrupt: on Ctrl-C or SIGTERM, after saving a checkpoint.
     """
-    has_checkpoint = (out / CHECKPOINT).exists()
-    if has_checkpoint and not resume:
-        raise UserError(
-            f"{out} already holds a run; pass --resume to continue it, or another --out"
-        )
-    if resume and not has_checkpoint:
-        raise UserError(f"{out} holds no run to resume; drop --resume to start one")
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDirectory(out, "agent", resume=resume)
+    keys = ("preset", "game", "seed", "train", "agent", "world_model_from")
+    saved = run_dir.open(resolved, keys, device)
     run = AgentRun(out, resolved, device)
-    if resume:
-        saved = load_checkpoint(out, device)
-        if saved.get("kind") != "world-model":
-            raise UserError(f"{out} holds a run of another kind; train into another --out")
-        keys = ("preset", "game", "seed", "train", "agent", "world_model_from")
-        check_same_run(out, saved["config"], resolved, keys)
+    if saved is not None:
         run.restore(saved)
-    else:
-        if resolved.get("world_model_from"):
-            run.start_from(load_checkpoint(Path(resolved["world_model_from"]["run"]), device))
-        atomic_write_json(out / "config.json", resolved)
+    elif resolved.get("world_model_from"):
+        run.start_from(load_checkpoint(Path(resolved["world_model_from"]["run"]), device))
     with run.lock:
-        return _play_and_train(run, env_steps, progress)
+        return _play_and_train(run, run_dir, env_steps, progress)
 
 
-def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, float]:
+def _play_and_train(
+    run: AgentRun, run_dir: RunDirectory, env_steps: int, progress: bool
+) -> dict[str, float]:
     c, out = run.config, run.out
     stream = run.lock.new_streams(1)[0]
     writer = ReplayWriter(out / REPLAY, stream, chunk_length=c.chunk_length)
     replay: Replay | None = None
-    log = RunLog(out, run.env_steps)
-    bar = tqdm(total=env_steps, initial=run.env_steps, disable=not progress, unit="step")
     policy = run.policy()
     policy_state = policy.initial(1)
     obs, _ = run.env.reset(seed=stream_seed(run.resolved["seed"], stream))
     reward, life_loss, is_first, is_last, is_terminal = 0.0, False, True, False, False
     episode_return, returns, metrics, last_eval = 0.0, [], {}, {}
     started, steps_at_start = time.perf_counter(), run.env_steps
-    restore_sigterm = sigterm_interrupts()
-    try:
+
+    def checkpoint() -> None:
+        writer.flush()
+        run_dir.save(run.state())
+
+    with (
+        closing(writer),
+        run_dir.running(run.env_steps, env_steps, checkpoint, progress=progress) as (log, bar),
+    ):
         while run.env_steps < env_steps:
             if is_last:
                 action = 0  # no action is taken at a last frame
@@ -311,15 +296,5 @@ def _play_and_train(run: AgentRun, env_steps: int, progress: bool) -> dict[str, 
                 last_eval = run.evaluate(c.eval_episodes)
                 log.log(run.env_steps, "eval", last_eval)
             if run.env_steps % c.checkpoint_every == 0 or done:
-                writer.flush()
-                save_checkpoint(out, run.state())
-    except KeyboardInterrupt:
-        writer.flush()
-        save_checkpoint(out, run.state())
-        raise
-    finally:
-        restore_sigterm()
-        writer.close()
-        bar.close()
-        log.close()
+                checkpoint()
     return last_eval

@@ -43,10 +43,10 @@ from wmsim.export.graphs import (
 )
 from wmsim.files import atomic_write_bytes, atomic_write_json, replace_dir, staging_dir
 from wmsim.replay import Replay
+from wmsim.train.checkpoint import checkpoint_kind, load_run
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows
 from wmsim.train.logs import read_metrics
-from wmsim.train.loop import load_run
 
 AGENT_REPLAY = "replay"
 """Where an agent run keeps its replay (:data:`wmsim.agent.loop.REPLAY`)."""
@@ -122,8 +122,7 @@ def _info(name: str, x: torch.Tensor, batch_axis: bool = True) -> dict[str, Any]
 def _training_summary(run: Path, saved: dict[str, Any], replay: Replay) -> dict[str, Any]:
     evaluations = read_metrics(run, "eval")
     return {
-        # `wmsim agent train --game` tags its checkpoints "world-model" (its kind of loop)
-        "kind": "agent" if saved.get("kind") == "world-model" else "train",
+        "kind": checkpoint_kind(saved),  # train or agent: an env run holds no world model
         "preset": saved["config"]["preset"],
         # an agent run counts world-model updates
         "steps": int(saved.get("step", saved.get("updates", 0))),
@@ -299,7 +298,7 @@ def export_run(args: ExportArgs) -> Bundle:
     model, saved = load_run(args.run, torch.device("cpu"))
     config = saved["config"]
     train: TrainConfig = from_dict(config["train"])
-    if saved.get("kind") == "env":
+    if checkpoint_kind(saved) == "env":
         raise UserError(
             f"{args.run} is an agent trained in a dream env (`wmsim agent train --env`): it holds "
             "a policy and no world model; export a run of `wmsim train` or `wmsim agent train "

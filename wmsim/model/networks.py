@@ -1,4 +1,6 @@
-"""Building blocks shared by the world models: a conv encoder and decoder for 64x64 RGB, MLP heads.
+"""Building blocks shared by the models: conv encoder and decoder, MLPs, rotary embedding.
+
+Also the masked mean that losses over padded steps reduce with.
 
 The conv pair follows STORM (Zhang et al. 2023): four 4x4 stride-2 convolutions
 with BatchNorm and ReLU, channels depth x (1, 2, 4, 8), 64 -> 4 pixels, and the
@@ -8,9 +10,48 @@ shape with ELU and no normalization (set by its preset).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+NORMS: dict[str, type[nn.Module]] = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
+
+
+def hidden_layers(
+    inputs: int, width: int, layers: int, *, norm: str, activation: str, device=None, dtype=None
+) -> list[nn.Module]:
+    """layers x [Linear (no bias), norm, activation]: (..., inputs) -> (..., width)."""
+    kw = {"device": device, "dtype": dtype}
+    body: list[nn.Module] = []
+    for i in range(layers):
+        body += [
+            nn.Linear(inputs if i == 0 else width, width, bias=False, **kw),
+            NORMS[norm](width, **kw),
+            ACTIVATIONS[activation](),
+        ]
+    return body
+
+
+def mlp(
+    inputs: int, outputs: int, width: int, layers: int, norm: str, activation: str
+) -> nn.Module:
+    """:func:`hidden_layers`, then a linear output: (..., inputs) -> (..., outputs)."""
+    body = hidden_layers(inputs, width, layers, norm=norm, activation=activation)
+    return nn.Sequential(*body, nn.Linear(width if layers else inputs, outputs))
+
+
+def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
+    """Rotary embedding: rotate pairs (x[i], x[i + d/2]) of x (..., d) by positions (...) * freq."""
+    angles = positions.to(x.dtype).unsqueeze(-1) * inv_freq  # (..., d/2)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    first, second = x.chunk(2, -1)
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], -1)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of x over the entries where mask is set (0 if there are none)."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class ConvEncoder(nn.Module):
@@ -95,13 +136,7 @@ class MLPHead(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        body: list[nn.Module] = []
-        for i in range(layers):
-            body += [
-                nn.Linear(input_dim if i == 0 else width, width, bias=False, **kw),
-                nn.LayerNorm(width, **kw),
-                ACTIVATIONS[activation](),
-            ]
+        body = hidden_layers(input_dim, width, layers, norm="layer", activation=activation, **kw)
         self.body = nn.Sequential(*body)
         self.out = nn.Linear(width if layers else input_dim, output_dim, **kw)
         nn.init.zeros_(self.out.weight)

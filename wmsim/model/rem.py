@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wmsim.model.distributions import sample_one_hot
+from wmsim.model.networks import masked_mean
 from wmsim.model.retnet import RetNet, RetNetConfig
 from wmsim.model.tokenizer import Tokenizer, TokenizerConfig
-from wmsim.model.world_model import masked_mean
 
 TOKENS = 64
 """Observation tokens per 64 x 64 frame (8 x 8)."""

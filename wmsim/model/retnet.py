@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.backbones.transformer import rotate
+from wmsim.model.networks import rotate
 from wmsim.model.retention import (
     rem_decays,
     retention_chunkwise,

@@ -39,7 +39,7 @@ from wmsim.model.distributions import (
     sample_one_hot,
     unimix,
 )
-from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead
+from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead, masked_mean
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
 
 
@@ -120,12 +120,6 @@ def drama_stem(inputs: int, width: int, **kw) -> nn.Module:
 
 STEMS = {"storm": storm_stem, "drama": drama_stem}
 """Stem name -> builder (inputs, width, device=, dtype=)."""
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of x over the entries where mask is set (0 if there are none)."""
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class LatentWorldModel(nn.Module):

@@ -1,4 +1,8 @@
-"""Checkpoints written atomically: a kill at any moment leaves the previous one readable."""
+"""Checkpoints written atomically: a kill at any moment leaves the previous one readable.
+
+A checkpoint says which loop wrote it (:func:`checkpoint_kind`); the world model
+in one is read back by :func:`world_model_of`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,21 @@ from typing import Any
 
 import torch
 
+from wmsim.configs import from_dict
 from wmsim.errors import UserError
 from wmsim.files import atomic_write_bytes
+from wmsim.model import make_world_model
+from wmsim.train.config import TrainConfig
 
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
+
+KINDS = ("train", "agent", "env")
+"""Which loop wrote a checkpoint: ``wmsim train`` (a world model), ``wmsim agent train
+--game`` (an agent and the world model it trained in) or ``--env`` (an agent alone)."""
+OLD_KINDS = {None: "train", "world-model": "agent"}
+"""Tags of checkpoints from wmsim versions before KINDS: untagged, or "world-model" for
+``wmsim agent train --game``; they read as the kind they are."""
 
 
 def save_checkpoint(run: Path, payload: dict[str, Any]) -> None:
@@ -24,6 +38,12 @@ def save_checkpoint(run: Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **payload}, buffer)
     atomic_write_bytes(Path(run) / CHECKPOINT, buffer.getvalue())
+
+
+def checkpoint_kind(saved: dict[str, Any]) -> str:
+    """The kind (one of :data:`KINDS`) of the run that wrote checkpoint ``saved``."""
+    kind = saved.get("kind")
+    return OLD_KINDS.get(kind, kind)
 
 
 def load_checkpoint(run: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -45,3 +65,17 @@ def load_checkpoint(run: Path, map_location: str | torch.device = "cpu") -> dict
             f"this wmsim reads format {FORMAT_VERSION}"
         )
     return payload
+
+
+def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A trained model in eval mode and its checkpoint (config, action meanings, ...)."""
+    saved = load_checkpoint(run, device)
+    return world_model_of(saved, device), saved
+
+
+def world_model_of(saved: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The world model in a checkpoint of ``wmsim train`` or ``wmsim agent train``, in eval mode."""
+    config: TrainConfig = from_dict(saved["config"]["train"])
+    model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
+    model.load_state_dict(saved["model"])
+    return model.eval()

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from wmsim.configs import from_dict
+from wmsim.devices import resolve_device
 from wmsim.dream import DreamArgs
 from wmsim.errors import UserError
 from wmsim.replay import Replay
+from wmsim.train.checkpoint import load_run
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows, split_starts
-from wmsim.train.loop import load_run, resolve_device
 from wmsim.video import side_by_side, write_video
 
 

@@ -11,28 +11,24 @@ would (``tests/train/test_loop.py``).
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wmsim.configs import from_dict, to_dict
+from wmsim.devices import autocast_dtype, resolve_device
 from wmsim.errors import UserError
-from wmsim.files import atomic_write_json
 from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
-from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from wmsim.run_dir import RunDirectory
+from wmsim.train.checkpoint import world_model_of  # noqa: F401 (docs/figures.py imports it here)
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
-from wmsim.train.logs import RunLog
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
 
 @dataclass(frozen=True)
@@ -67,36 +63,6 @@ class TrainArgs:
     and on GPUs), fp32, or auto: bf16 where the hardware has it natively."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the current accelerator (CUDA, MPS, ...) if torch sees one, else the CPU."""
-    if name == "auto":
-        accelerator = (
-            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-        )
-        return accelerator or torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise UserError(f"unknown device {name!r}: {error}") from None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32.
-
-    CPUs without native bf16 (no AVX512-BF16 or AMX) run autocast slower than
-    fp32, so ``auto`` takes it only where the hardware has it.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    return None
-
-
 def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
     """The run's full config: the preset with the command's overrides, as saved JSON."""
     overrides = {
@@ -114,90 +80,6 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
         "seed": args.seed,
         "train": to_dict(train),
     }
-
-
-SCHEDULE = ("eval_every", "checkpoint_every", "log_every", "eval_episodes", "eval_max_frames")
-"""Training settings that only schedule side work; a resumed run may change them."""
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict):
-        return {prefix: config}
-    out = {}
-    for key, value in config.items():
-        out.update(_flatten(value, f"{prefix}{key}."))
-    return {k.rstrip("."): v for k, v in out.items()}
-
-
-def check_same_run(
-    run: Path,
-    saved: dict[str, Any],
-    asked: dict[str, Any],
-    keys: tuple[str, ...] = ("preset", "game", "seed", "train"),
-) -> None:
-    """Refuse to resume a run with other settings, naming each difference.
-
-    The saved settings are compared as they load: a field added to a config
-    class after the run was made takes its default, as it does on resume.
-    """
-    old = _flatten({k: to_dict(from_dict(saved.get(k))) for k in keys})
-    new = _flatten({k: asked[k] for k in keys})
-    differ = [
-        f"{key.partition('.')[2] or key}: {old.get(key)!r} there, {new.get(key)!r} asked"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key.rpartition(".")[2] not in SCHEDULE
-    ]
-    if differ:
-        raise UserError(
-            f"{run} holds a run with other settings ({'; '.join(differ)}); resume it with the "
-            "same command, or train into another --out"
-        )
-
-
-def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """Replay windows as tensors on ``device``, actions as int64."""
-    out = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    if "action" in out:
-        out["action"] = out["action"].long()
-    return out
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names, over ``model``'s parameters."""
-    # REM asks for groups (decay on some, a slower tokenizer); the others for one
-    return OPTIMIZERS[config.optimizer](
-        model.parameter_groups(config.weight_decay),
-        lr=config.lr,
-        eps=config.eps,
-        weight_decay=config.weight_decay,
-    )
-
-
-def world_model_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, torch.Tensor],
-    config: TrainConfig,
-    step: int,
-    generator: torch.Generator,
-    autocast: torch.dtype | None = None,
-) -> dict[str, float]:
-    """One gradient step of ``model`` on ``batch``, the ``step``-th (for the warm-up).
-
-    ``autocast`` runs the forward pass in that dtype (see :func:`autocast_dtype`).
-    """
-    c = config
-    lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup else c.lr
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        loss, metrics = model.loss(batch, generator)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-    optimizer.step()
-    return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(norm), "lr": lr}
 
 
 class Trainer:
@@ -286,29 +168,15 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
             checkpoint at the current step.
     """
     preset(args.preset)  # an unknown name is the first thing to report
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; --out must be a directory")
-    has_checkpoint = (out / CHECKPOINT).exists()
-    if has_checkpoint and not args.resume:
-        raise UserError(
-            f"{out} already holds a run; pass --resume to continue it, or another --out"
-        )
-    if args.resume and not has_checkpoint:
-        raise UserError(f"{out} holds no run to resume; drop --resume to start one")
+    run_dir = RunDirectory(args.out, "train", resume=args.resume)
     trainer = Trainer(args, resolve_device(args.device))
-    if args.resume:
-        saved = load_checkpoint(out, trainer.device)
-        check_same_run(out, saved["config"], trainer.resolved)
+    saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
+    if saved is not None:
         trainer.restore(saved)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", trainer.resolved)
-    log, c = RunLog(out, trainer.step), trainer.config
-    bar = tqdm(total=args.steps, initial=trainer.step, disable=not progress, unit="step")
-    last_eval: dict[str, float] = {}
-    restore_sigterm = sigterm_interrupts()
-    try:
+    c, last_eval = trainer.config, {}
+    with run_dir.running(
+        trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
+    ) as (log, bar):
         while trainer.step < args.steps:
             metrics = trainer.train_step()
             bar.update(1)
@@ -320,41 +188,5 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
                 last_eval = trainer.evaluate()
                 log.log(trainer.step, "eval", last_eval)
             if trainer.step % c.checkpoint_every == 0 or done:
-                save_checkpoint(out, trainer.state())
-    except KeyboardInterrupt:
-        save_checkpoint(out, trainer.state())
-        raise
-    finally:
-        restore_sigterm()
-        bar.close()
-        log.close()
+                run_dir.save(trainer.state())
     return last_eval
-
-
-def sigterm_interrupts() -> Callable[[], None]:
-    """Make SIGTERM (a scheduler's stop) raise KeyboardInterrupt as Ctrl-C does; returns the undo.
-
-    Signal handlers belong to the main thread; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A trained model in eval mode and its checkpoint (config, action meanings, ...)."""
-    saved = load_checkpoint(run, device)
-    return world_model_of(saved, device), saved
-
-
-def world_model_of(saved: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """The world model in a checkpoint of ``wmsim train`` or ``wmsim agent train``, in eval mode."""
-    config: TrainConfig = from_dict(saved["config"]["train"])
-    model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
-    model.load_state_dict(saved["model"])
-    return model.eval()

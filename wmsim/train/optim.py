@@ -67,3 +67,16 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "laprop": LaProp,
 }  # fmt: skip
 """Name -> optimizer class; each takes (params, lr=, eps=, weight_decay=)."""
+
+
+def warm_up(optimizer: torch.optim.Optimizer, lr: float, warmup: int, step: int) -> float:
+    """Set the learning rate of ``optimizer``'s ``step``-th update (from 0); returns it.
+
+    The rate rises linearly to ``lr`` over the first ``warmup`` updates (0: no
+    warm-up). A parameter group's ``lr_scale`` (REM's slower tokenizer) scales
+    the rate of that group.
+    """
+    lr = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr

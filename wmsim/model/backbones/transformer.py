@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from wmsim.model.backbones.base import SequenceBackbone, State, TensorSpec, input_projection, reset
+from wmsim.model.networks import rotate
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,6 @@ class TransformerConfig:
     """Dropout on each block's attention and feed-forward outputs."""
     rope_base: float = 10_000.0
     """Base of the rotary frequencies."""
-
-
-def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
-    """Rotary embedding: rotate pairs (x[i], x[i + d/2]) of x (..., d) by positions (...) * freq."""
-    angles = positions.to(x.dtype).unsqueeze(-1) * inv_freq  # (..., d/2)
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    first, second = x.chunk(2, -1)
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], -1)
 
 
 class Block(nn.Module):

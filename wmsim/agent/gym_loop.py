@@ -17,23 +17,20 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from contextlib import closing
 from typing import Any
 
 import gymnasium
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
-from wmsim.agent.evaluate import evaluate_policy
+from wmsim.agent.evaluate import evaluate_policy, training_eval_seed
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
-from wmsim.files import atomic_write_json
-from wmsim.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from wmsim.train.logs import RunLog
-from wmsim.train.loop import check_same_run, sigterm_interrupts
+from wmsim.run_dir import RunDirectory
 from wmsim.train.optim import OPTIMIZERS
 
 STACK = 4
@@ -142,7 +139,7 @@ def _update(
     ac = agent.actor_critic
     features = agent.features(t["stacks"])  # (B, T + 1, 512), with gradients into the CNN
     done = t["done"].float()
-    loss, metrics = ac.loss(
+    loss, metrics, statistics = ac.objective(
         features, t["actions"], t["rewards"], 1.0 - t["terminated"].float(), norm,
         lam=ac.config.lam * (1.0 - done), weight=t["valid"].float(),
     )  # fmt: skip
@@ -151,6 +148,7 @@ def _update(
     grad_norm = torch.nn.utils.clip_grad_norm_(agent.parameters(), ac.config.grad_clip)
     optimizer.step()
     ac.update_slow()
+    ac.update_statistics(norm, statistics)
     return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(grad_norm)}
 
 
@@ -183,7 +181,20 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
         config, actor_critic=dataclasses.replace(config.actor_critic, form="dreamerv3")
     )
     game = _eval_game(args)
-    envs = _make_envs(args)
+    run_dir = RunDirectory(args.out, "env", resume=args.resume)
+    with closing(_make_envs(args)) as envs:
+        return _train(run_dir, envs, config, game, args, device, progress)
+
+
+def _train(
+    run_dir: RunDirectory,
+    envs: gymnasium.vector.VectorEnv,
+    config: AgentConfig,
+    game: str,
+    args: Any,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, float]:
     # the real game is played as the env's frames were made (a dream's bundle records it)
     resize = envs.metadata.get("real_game", {}).get("resize", "area")
     resolved = {"kind": "env", "env": args.env, "game": game, "preset": args.preset,
@@ -191,14 +202,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
                 "max_episode_steps": args.max_episode_steps, "model": args.model,
                 "latents": args.latents,
                 "agent": to_dict(config)}  # fmt: skip
-    out = args.out
-    has_checkpoint = (out / CHECKPOINT).exists()
-    if has_checkpoint != args.resume:
-        envs.close()
-        raise UserError(
-            f"{out} already holds a run; pass --resume to continue it, or another --out"
-            if has_checkpoint else f"{out} holds no run to resume; drop --resume to start one"
-        )  # fmt: skip
+    saved = run_dir.open(resolved, tuple(resolved), device)
     torch.manual_seed(args.seed)
     num_actions = int(envs.single_action_space.n)
     frame_shape = envs.single_observation_space.shape
@@ -209,23 +213,16 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     norm, generator = ReturnNorm(ac.return_decay, ac.return_range), torch.Generator(device)
     generator.manual_seed(args.seed)
     env_steps, updates = 0, 0
-    if args.resume:
-        saved = load_checkpoint(out, device)
-        if saved.get("kind") != "env":
-            raise UserError(f"{out} holds a run of another kind; train into another --out")
-        check_same_run(out, saved["config"], resolved, tuple(resolved))
+    if saved is not None:
         agent.load_state_dict(saved["agent"])
         optimizer.load_state_dict(saved["optimizer"])
         norm.load_state_dict(saved["return_norm"])
         generator.set_state(saved["rng_torch"])
         env_steps, updates = saved["env_steps"], saved["updates"]
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", resolved)
 
     def checkpoint():
-        save_checkpoint(out, {
-            "kind": "env", "config": resolved, "env_steps": env_steps, "updates": updates,
+        run_dir.save({
+            "config": resolved, "env_steps": env_steps, "updates": updates,
             "frame_shape": list(frame_shape), "num_actions": num_actions,
             "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
             "return_norm": norm.state_dict(), "rng_torch": generator.get_state(),
@@ -234,8 +231,7 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
     obs, _ = envs.reset(seed=args.seed + env_steps)
     stack, after_done = push(np.zeros((len(obs), STACK, *frame_shape), np.uint8), obs,
                              np.ones(len(obs), bool)), np.zeros(len(obs), bool)  # fmt: skip
-    log, started, start_steps = RunLog(out, env_steps), time.perf_counter(), env_steps
-    bar = tqdm(total=args.env_steps, initial=env_steps, disable=not progress, unit="step")
+    started, start_steps = time.perf_counter(), env_steps
     last_eval: dict[str, float] = {}
     next_checkpoint = env_steps + config.checkpoint_every
     next_eval = env_steps + config.eval_every if config.eval_every else None
@@ -244,14 +240,13 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
         # periodic evaluations play the preset's episodes; `wmsim eval` plays the final one
         result = evaluate_policy(
             FramePolicy(agent.eval(), generator), game, config.eval_episodes,
-            seed=10_000 + env_steps, max_frames=config.eval_max_frames, resize=resize,
+            seed=training_eval_seed(env_steps), max_frames=config.eval_max_frames, resize=resize,
         )  # fmt: skip
         agent.train()
         log.log(env_steps, "eval", result)
         return result
 
-    restore_sigterm = sigterm_interrupts()
-    try:
+    with run_dir.running(env_steps, args.env_steps, checkpoint, progress=progress) as (log, bar):
         while env_steps < args.env_steps:
             rollout, stack, obs, after_done = _rollout(
                 envs, agent, generator, stack, obs, after_done, config.horizon, device
@@ -268,14 +263,6 @@ def train_in_env(args: Any, overrides: dict[str, Any], device: torch.device, *, 
                 checkpoint()
                 next_checkpoint = env_steps + config.checkpoint_every
         last_eval = evaluate()
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
-    finally:
-        restore_sigterm()
-        envs.close()
-        bar.close()
-        log.close()
     return last_eval
 
 

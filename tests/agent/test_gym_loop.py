@@ -15,7 +15,7 @@ import torch
 from serving import served
 
 from wmsim.agent.commands import AgentTrainArgs, EvalArgs, agent_train, evaluate_command
-from wmsim.agent.envs import STACK, push
+from wmsim.agent.gym_loop import STACK, push
 from wmsim.bundle import open_bundle
 from wmsim.errors import UserError
 from wmsim.store import EMBEDDED
