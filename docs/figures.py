@@ -63,8 +63,7 @@ def reconstruction(run: Path, path: Path, steps: int = 6, seed: int = 4) -> None
     import torch
 
     from wmsim.replay import Replay
-    from wmsim.train.checkpoint import load_checkpoint
-    from wmsim.train.loop import world_model_of
+    from wmsim.train.checkpoint import load_checkpoint, world_model_of
 
     saved = load_checkpoint(run)
     model = world_model_of(saved, torch.device("cpu"))

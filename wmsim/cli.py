@@ -139,13 +139,14 @@ def _interrupted(out: Path) -> int:
 def _train(argv: list[str]) -> int:
     import tyro
 
-    from wmsim.train.loop import TrainArgs, train
+    from wmsim.train.loop import TrainArgs, train, with_defaults
 
     args = tyro.cli(TrainArgs, prog="wmsim train", args=argv)
     try:
         metrics = train(args)
     except KeyboardInterrupt:
         return _interrupted(args.out)
+    args = with_defaults(args)[0]
     shown = [f"h{h}_{kind}" for h in (1, 4, 16) for kind in ("mse", "copy_mse")]
     shown += [f"{name}_object_recall" for name in ("recon", "h1", "h4")]
     summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if k in metrics)

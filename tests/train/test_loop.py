@@ -1,5 +1,6 @@
 """Training runs on real Breakout frames: files, exact resume, atomic checkpoints, clear errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from wmsim.collect.rollout import CollectConfig, collect
 from wmsim.errors import UserError
 from wmsim.train.checkpoint import load_checkpoint
 from wmsim.train.logs import read_metrics
-from wmsim.train.loop import TrainArgs, train
+from wmsim.train.loop import TrainArgs, train, with_defaults
 
 QUICK = {"batch": 2, "length": 8, "eval_every": 3, "checkpoint_every": 3}
 
@@ -132,3 +133,18 @@ def test_ctrl_c_or_a_scheduler_stop_saves_a_checkpoint_and_says_how_to_resume(
         "add --resume to the same command to continue"
     )
     assert load_checkpoint(Path(run))["step"] >= read_metrics(run, "train")[-1]["step"]
+
+
+def test_without_preset_or_steps_a_cpu_sized_default_is_chosen_and_said(tmp_path):
+    cpu = TrainArgs(data=tmp_path / "replay", out=tmp_path / "run", device="cpu")
+    filled, note = with_defaults(cpu)
+    assert (filled.preset, filled.steps) == ("tiny-s5", 30_000)
+    assert "--preset tiny-s5 (no accelerator" in note and "--steps 30000" in note
+    chosen = dataclasses.replace(cpu, preset="storm", steps=5)
+    assert with_defaults(chosen) == (chosen, None)
+    assert with_defaults(dataclasses.replace(cpu, preset="dreamerv2"))[0].steps == 100_000
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"preset": "tiny-gru"}))
+    resumed, note = with_defaults(dataclasses.replace(cpu, resume=True))
+    assert resumed.preset == "tiny-gru"
+    assert note == "training with --steps 30000; pass them to choose"

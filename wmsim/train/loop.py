@@ -11,6 +11,8 @@ would (``tests/train/test_loop.py``).
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +27,6 @@ from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
 from wmsim.run_dir import RunDirectory
-from wmsim.train.checkpoint import world_model_of  # noqa: F401 (docs/figures.py imports it here)
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
 from wmsim.train.step import make_optimizer, to_torch, world_model_step
@@ -39,11 +40,13 @@ class TrainArgs:
     """Replay directory written by `wmsim collect`."""
     out: Path
     """Run directory: config, checkpoint, metrics, TensorBoard logs."""
-    steps: int
-    """Gradient steps the run should reach; with --resume, more than were done."""
-    preset: str = "storm"
+    steps: int | None = None
+    """Gradient steps the run should reach; with --resume, more than were done (default:
+    30,000 for a tiny preset, the shipped model's recipe; 100,000 for the papers' presets)."""
+    preset: str | None = None
     """storm, dreamerv2, drama, s5, rem, or a tiny one: tiny, tiny-gru, tiny-dreamerv2,
-    tiny-drama, tiny-s5, tiny-rem."""
+    tiny-drama, tiny-s5, tiny-rem (default: storm with a GPU, tiny-s5 without; on --resume,
+    the run's)."""
     resume: bool = False
     """Continue the run in --out from its checkpoint."""
     seed: int = 0
@@ -61,6 +64,35 @@ class TrainArgs:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Arithmetic of the training step: bf16 autocast (about 1.9x faster on CPUs with AVX512-BF16
     and on GPUs), fp32, or auto: bf16 where the hardware has it natively."""
+
+
+def with_defaults(args: TrainArgs) -> tuple[TrainArgs, str | None]:
+    """``args`` with the preset and steps filled in, and a line saying what was chosen, if any.
+
+    Without --preset a resumed run keeps its own; a new one takes ``storm`` where torch
+    sees an accelerator and ``tiny-s5`` (sized for a CPU) where it does not.
+    """
+    name, said = args.preset, []
+    if name is None:
+        saved = args.out / "config.json"
+        if args.resume and saved.is_file():
+            name = json.loads(saved.read_text()).get("preset")
+        if name is None:
+            name = "tiny-s5" if resolve_device(args.device).type == "cpu" else "storm"
+            said.append(f"--preset {name} (no accelerator: a preset sized for a CPU)"
+                        if name == "tiny-s5" else f"--preset {name}")  # fmt: skip
+    steps = args.steps
+    if steps is None:
+        steps = DEFAULT_STEPS["tiny" if name.startswith("tiny") else "paper"]
+        said.append(f"--steps {steps}")
+    note = f"training with {' and '.join(said)}; pass them to choose" if said else None
+    return dataclasses.replace(args, preset=name, steps=steps), note
+
+
+DEFAULT_STEPS = {"tiny": 30_000, "paper": 100_000}
+"""Steps without --steps: the shipped default model's 30,000 for a tiny preset (about 70 min on
+a 2-core CPU); for the papers' presets about the world-model updates of STORM's Atari 100k run
+(one per env step)."""
 
 
 def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
@@ -167,7 +199,10 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
         KeyboardInterrupt: on Ctrl-C or SIGTERM (a scheduler's stop), after saving a
             checkpoint at the current step.
     """
+    args, note = with_defaults(args)
     preset(args.preset)  # an unknown name is the first thing to report
+    if note and progress:
+        print(f"wmsim train: {note}", file=sys.stderr)
     run_dir = RunDirectory(args.out, "train", resume=args.resume)
     trainer = Trainer(args, resolve_device(args.device))
     saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
