@@ -66,6 +66,24 @@ def test_names_resolve_to_every_address_and_addresses_stay_as_given():
         resolve(["nothing.invalid:5001"])
 
 
+def test_a_session_lives_on_the_replica_that_opened_it(replicas):
+    """What a balancer that routes each call anywhere does: the stream finds no session."""
+    first, second = (grpc.insecure_channel(server.address) for server in replicas)
+    opened = pb_grpc.DreamStub(first).OpenSession(pb.OpenSessionRequest(num_envs=1), timeout=10)
+    run = pb_grpc.DreamStub(second).Run(
+        iter([pb.StepRequest(resets=[pb.Reset(env=0, seed=0)])]),
+        metadata=(("wmsim-session", opened.session_id),), timeout=10,
+    )  # fmt: skip
+    with pytest.raises(grpc.RpcError) as refused:
+        next(run)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    pb_grpc.DreamStub(first).CloseSession(
+        pb.CloseSessionRequest(session_id=opened.session_id), timeout=10
+    )
+    first.close()
+    second.close()
+
+
 def test_a_vector_env_over_two_replicas_dreams_what_in_process_dreams(replicas):
     servers = [server.address for server in replicas]
     remote = gymnasium.make_vec(ID, num_envs=8, server=servers, max_episode_steps=20)
