@@ -8,7 +8,12 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
   default onnxruntime threads unless ``--threads`` is given: the server leaves
   one core to gRPC);
 - remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
-  stepping at once, so the batcher must merge them to keep up.
+  stepping at once, so the batcher must merge them to keep up;
+- with ``--replicas N`` (N >= 2), remote on N replicas: one client of ``--batch`` envs
+  spread over N ``wmsim serve`` replicas (:mod:`wmsim_client.replicas`), stepping them at
+  once. Here every replica runs on this machine's cores and device: on a small CPU the row
+  shows that the fan-out works and what it costs, not the speed-up that one replica per GPU
+  (or per machine) gives.
 
 Throughput is env steps per second over all envs (a row restarted by autoreset
 counts, the same on every side: the seeds make the same episodes). Latency is
@@ -21,7 +26,7 @@ best run counts. Targets on a 2-core CPU: remote at least 0.8
 of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
 
     python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
-                               [--no-tune-malloc]
+                               [--replicas 2] [--no-tune-malloc]
 """
 
 from __future__ import annotations
@@ -92,16 +97,19 @@ def client(address, num_envs, obs_type, steps, seed, barrier, results, tune_mall
     envs.close()
 
 
-def counters(address: str) -> tuple[int, int]:
-    """The server's (envs stepped, model calls) so far."""
+def counters(address: str | list[str]) -> tuple[int, int]:
+    """The server's (envs stepped, model calls) so far; summed over replicas given as a list."""
     import grpc
 
     from wmsim.rpc.v1 import dream_pb2 as pb
     from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(address) as channel:
-        spec = pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=30)
-    return spec.envs_stepped, spec.model_calls
+    stepped = calls = 0
+    for server in [address] if isinstance(address, str) else address:
+        with grpc.insecure_channel(server) as channel:
+            spec = pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=30)
+        stepped, calls = stepped + spec.envs_stepped, calls + spec.model_calls
+    return stepped, calls
 
 
 def remote(
@@ -146,6 +154,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     parser.add_argument("--obs", nargs="+", default=["pixels", "latent"])
     parser.add_argument(
+        "--replicas", type=int, default=1, help="2 or more: add a row of one client over them"
+    )
+    parser.add_argument(
         "--no-tune-malloc",
         dest="tune_malloc",
         action="store_false",
@@ -164,7 +175,9 @@ def main() -> None:
         from wmsim.rpc.memory import keep_freed_memory
 
         keep_freed_memory()  # for the in-process dreams, as the server and clients do
-    server, address = start_server(bundle, args.device, args.threads, args.tune_malloc)
+    servers = [start_server(bundle, args.device, args.threads, args.tune_malloc)
+               for _ in range(max(1, args.replicas))]  # fmt: skip
+    address, replicas = servers[0][1], [a for _, a in servers]
     try:
         from wmsim_client.remote import RemoteSimulator
 
@@ -177,6 +190,9 @@ def main() -> None:
               f"{onnxruntime.__version__}, grpcio {grpc.__version__}, malloc {malloc}, "
               f"{bundle}")  # fmt: skip
         print("env steps/s over all envs; latency of one vector step as its client sees it")
+        if len(replicas) > 1:
+            print(f"the {len(replicas)} replicas share this machine's CPUs and device: their "
+                  "row checks the fan-out, it is no speed-up figure")  # fmt: skip
         print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}"
               f"{'envs/call':>10s}")  # fmt: skip
         ratios = {}
@@ -189,15 +205,20 @@ def main() -> None:
                 f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
                     address, args.clients, small, o, args.steps, args.tune_malloc),
             }  # fmt: skip
+            if len(replicas) > 1:
+                setups[f"remote 1 x {args.batch} on {len(replicas)} replicas"] = (
+                    lambda o=obs_type: remote(replicas, 1, args.batch, o, args.steps,
+                                              args.tune_malloc))  # fmt: skip
             best: dict[str, tuple[float, list[float], float]] = {}
             for _ in range(args.repeats):
                 for name, run in setups.items():
                     result = run()
                     if name not in best or result[0] > best[name][0]:
                         best[name] = result
-            local, one, many = (best[name][0] for name in setups)
+            local, one, many, *spread = (best[name][0] for name in setups)
             ratios[obs_type] = (one / local, many / one)
             shown = ["", f"{one / local:.2f} x local", f"{many / one:.2f} x 1 big"]
+            shown += [f"{rate / one:.2f} x 1 srv" for rate in spread]
             for (name, (rate, latencies, per_call)), ratio in zip(best.items(), shown, strict=True):
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                 print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
@@ -210,8 +231,9 @@ def main() -> None:
             )
             print(f"target: {what} at least {TARGET} on a 2-core CPU: {found}")
     finally:
-        server.terminate()
-        server.wait(30)
+        for server, _ in servers:
+            server.terminate()
+            server.wait(30)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,15 @@ def served(*args: str | Path, env: dict | None = None):
             server.stop()
 
 
+def self_signed(folder: Path, names: str) -> tuple[Path, Path]:
+    """(certificate, key) in ``folder``: CN=localhost, subjectAltName ``names``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", f"subjectAltName={names}",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)  # fmt: skip
+    return cert, key
+
+
 def play(envs, steps: int, seed: int):
     """reset(seed) and ``steps`` steps of random actions (seeded): every return value, in order."""
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ they are imported when a local or remote simulator is built.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
@@ -94,9 +95,9 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     Args:
         game, model, num_rows, obs_type, render_mode, device, threads, simulator, latents: as
             the envs take them (``num_rows`` is their number of envs).
-        remote: ``server`` (``host:port``; None for a LocalSimulator), ``token``, ``tls``,
-            ``timeout`` and ``tune_malloc``, as :class:`wmsim_client.remote.RemoteSimulator`
-            takes them.
+        remote: ``server`` (``host:port``, a list of them for replicas, None for a
+            LocalSimulator), ``token``, ``tls``, ``timeout`` and ``tune_malloc``, as
+            :class:`wmsim_client.remote.RemoteSimulator` takes them.
 
     Raises:
         ValueError: the given simulator has another row count or observation type, or a
@@ -118,11 +119,12 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     if remote.get("server") is not None:
         if model is not None:
             raise ValueError("give model= or server=, not both: a server dreams with its own model")
-        from wmsim_client.remote import RemoteSimulator
-
-        built = RemoteSimulator(
-            remote.pop("server"), num_rows, obs_type=obs_type, latents=latents, **remote
-        )
+        server = remote.pop("server")
+        if isinstance(server, str):
+            from wmsim_client.remote import RemoteSimulator as Remote
+        else:  # replicas: rows split over them, each session pinned to its replica
+            from wmsim_client.replicas import ReplicatedSimulator as Remote
+        built = Remote(server, num_rows, obs_type=obs_type, latents=latents, **remote)
         source = f"the server at {built.address} serves"
     else:
         path = resolve_model(game, model)
@@ -189,6 +191,10 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             and the server options are then unused.
         server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
             (same seeds, same dreams); ``model``, ``device`` and ``threads`` are then unused.
+            A list of them is a set of replicas serving the same model (a name in it stands
+            for every address it resolves to): the env's session opens on the first, and a
+            reset after that replica is lost reopens it on another
+            (see :mod:`wmsim_client.replicas`).
         token: the server's bearer token (default: ``$WMSIM_TOKEN``).
         tls: False, True (TLS, system roots) or a PEM root certificate path.
         timeout: seconds any one server call may take.
@@ -211,7 +217,7 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         ends: str = "sampled",
         latents: str = "sampled",
         simulator: Simulator | None = None,
-        server: str | None = None,
+        server: str | Sequence[str] | None = None,
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,

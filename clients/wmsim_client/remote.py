@@ -40,6 +40,8 @@ from wmsim_client.simulator import OBS_TYPES, Stepped, check_latents
 SESSION_KEY = "wmsim-session"
 OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
 LATENTS_CODES = {"sampled": pb.LATENTS_SAMPLED, "mode": pb.LATENTS_MODE}
+GONE = "is `wmsim serve` running there? Dream envs on it must be made again once it is back"
+"""The advice of a ConnectionError (a replicated simulator gives its own instead)."""
 STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "contexts")
 """The StepResponse fields that make a Stepped, in its order."""
 
@@ -116,6 +118,8 @@ class RemoteSimulator:
         tune_malloc: tell glibc's malloc to keep freed memory for reuse, which makes
             large messages faster (see :mod:`wmsim.rpc.memory`). It changes the whole
             process, so it is off unless asked for.
+        authority: the ``host:port`` that ``server`` (an address) was resolved from: the
+            channel's authority, so TLS verifies that name (see :mod:`wmsim_client.replicas`).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class RemoteSimulator:
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
         tune_malloc: bool = False,
+        authority: str | None = None,
     ):
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
@@ -143,10 +148,13 @@ class RemoteSimulator:
         token = token if token is not None else os.environ.get("WMSIM_TOKEN") or None
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         credentials = _credentials(tls)
+        options = channel_options()
+        if authority is not None:
+            options.append(("grpc.default_authority", authority))
         if credentials is None:
-            self.channel = grpc.insecure_channel(server, options=channel_options())
+            self.channel = grpc.insecure_channel(server, options=options)
         else:
-            self.channel = grpc.secure_channel(server, credentials, options=channel_options())
+            self.channel = grpc.secure_channel(server, credentials, options=options)
         self._stub = pb_grpc.DreamStub(self.channel)
         self._session: str | None = None
         self._broken: Exception | None = None
@@ -259,10 +267,7 @@ class RemoteSimulator:
         ):
             return TimeoutError(f"{where} gave no answer within {self.timeout:g} s")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            return ConnectionError(
-                f"{where} cannot be reached or went away ({details}); is `wmsim serve` running "
-                "there? Dream envs on it must be made again once it is back"
-            )
+            return ConnectionError(f"{where} cannot be reached or went away ({details}); {GONE}")
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return PermissionError(f"{where} refused the call: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -35,6 +35,19 @@ def check_latents(latents: str) -> None:
         raise ValueError(f"latents must be one of {', '.join(LATENTS)}, got {latents!r}")
 
 
+class ReplicaLost(ConnectionError):
+    """A replica went away, and the dream rows it held with it; the other rows are intact.
+
+    Raised by :class:`wmsim_client.replicas.ReplicatedSimulator`; resetting the lost rows
+    reopens them on the surviving replicas.
+    """
+
+    def __init__(self, message: str, *, replicas: list[str], rows: list[int]):
+        super().__init__(message)
+        self.replicas = replicas  # the addresses of the replicas that went away
+        self.rows = rows  # the rows (sub-envs) they held
+
+
 class Stepped(NamedTuple):
     """What one :meth:`Simulator.step` call returns."""
 

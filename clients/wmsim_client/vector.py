@@ -13,6 +13,7 @@ round trip per step to a server.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from wmsim_client.env import (
     open_simulator,
     terminations,
 )
-from wmsim_client.simulator import Simulator
+from wmsim_client.simulator import ReplicaLost, Simulator
 
 
 def autoreset_mode_of(mode: AutoresetMode | str) -> AutoresetMode:
@@ -78,7 +79,13 @@ class DreamVectorEnv(VectorEnv):
         simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
             and ``threads`` are then unused.
         server, token, tls, timeout, tune_malloc: dream on a ``wmsim serve``, as for
-            :class:`wmsim_client.env.DreamEnv`.
+            :class:`wmsim_client.env.DreamEnv`. A list of servers is a set of replicas: the
+            sub-envs are split evenly over them (sub-envs 0..k-1 on the first, ...) and a
+            vector step steps every replica at once. If one goes away, the step raises
+            :class:`wmsim_client.simulator.ReplicaLost` naming it and its sub-envs; the other
+            replicas keep their sessions, but that step's results are lost with the exception,
+            so every sub-env must be reset before the next step: ``reset()`` reopens the lost
+            sub-envs on the surviving replicas, and a seed dreams what it dreams anywhere.
     """
 
     def __init__(
@@ -96,7 +103,7 @@ class DreamVectorEnv(VectorEnv):
         latents: str = "sampled",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         simulator: Simulator | None = None,
-        server: str | None = None,
+        server: str | Sequence[str] | None = None,
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,
@@ -183,7 +190,11 @@ class DreamVectorEnv(VectorEnv):
             super().reset(seed=int(seed))  # the vector env's own np_random, unused by the dreams
         infos: dict[str, Any] = {}
         rows = np.flatnonzero(mask)
-        obs, contexts = simulator.reset(rows, [seeds[i] for i in rows])
+        try:
+            obs, contexts = simulator.reset(rows, [seeds[i] for i in rows])
+        except ReplicaLost:
+            self._unset[rows] = True  # some of them were reset, unseen
+            raise
         self._was_reset(rows, obs, contexts, infos)
         return self._obs.copy(), infos
 
@@ -213,7 +224,10 @@ class DreamVectorEnv(VectorEnv):
     def _check_step(self, actions: Any) -> np.ndarray:
         if self._unset.any():
             unset = np.flatnonzero(self._unset).tolist()
-            raise RuntimeError(f"call reset() before step() (sub-envs {unset} were never reset)")
+            raise RuntimeError(
+                f"call reset() before step() (sub-envs {unset} have no episode: they were never "
+                "reset, or a step failed when a replica went away)"
+            )
         if self.autoreset_mode == AutoresetMode.DISABLED and self._ended.any():
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(self._ended).tolist()} ended and autoreset is "
@@ -242,8 +256,21 @@ class DreamVectorEnv(VectorEnv):
             (num_envs,) bool, and infos: ``"continue"`` (the continue probability) for
             stepped sub-envs, ``"context"`` for reset ones, and in SAME_STEP mode
             ``"final_obs"``/``"final_info"`` for the sub-envs whose episode ended.
+
+        Raises:
+            ReplicaLost: a replica went away (replicated servers only); reset before stepping.
         """
         simulator, actions = self._live(), self._check_step(actions)
+        try:
+            return self._step(simulator, actions)
+        except ReplicaLost:
+            self._unset[:] = True  # the other replicas' sub-envs stepped, unseen: restart all
+            raise
+
+    def _step(
+        self, simulator: Simulator, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The step of checked ``actions``: one simulator call (and a reset in SAME_STEP)."""
         rewards = np.zeros(self.num_envs, np.float64)
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)

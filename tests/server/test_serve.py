@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
-from serving import play, served
+from serving import play, self_signed, served
 
 import wmsim  # noqa: F401  registers the ids
 from wmsim.rpc import tensors
@@ -353,10 +353,7 @@ def test_a_wrong_or_missing_token_is_unauthenticated():
 
 
 def test_tls_serves_clients_that_trust_the_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True)  # fmt: skip
+    cert, key = self_signed(tmp_path, "IP:127.0.0.1")
     with served("--tls-cert", cert, "--tls-key", key) as server:
         env = gymnasium.make(ID, server=server.address, tls=cert, obs_type="latent")
         env.reset(seed=0)
