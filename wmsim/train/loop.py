@@ -201,13 +201,13 @@ def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
     """
     args, note = with_defaults(args)
     preset(args.preset)  # an unknown name is the first thing to report
-    if note and progress:
-        print(f"wmsim train: {note}", file=sys.stderr)
     run_dir = RunDirectory(args.out, "train", resume=args.resume)
     trainer = Trainer(args, resolve_device(args.device))
     saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
     if saved is not None:
         trainer.restore(saved)
+    if note and progress:  # said once the input is known to be good: an error stays one line
+        print(f"wmsim train: {note}", file=sys.stderr)
     c, last_eval = trainer.config, {}
     with run_dir.running(
         trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
