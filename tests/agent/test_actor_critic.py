@@ -15,6 +15,7 @@ from wmsim.agent.actor_critic import (
     ReturnNorm,
     RunningNorm,
     lambda_return,
+    step_weights,
 )
 from wmsim.agent.config import AGENT_PRESETS
 from wmsim.model.distributions import TwoHot
@@ -53,7 +54,77 @@ def test_lambda_return_extremes_and_cuts():
     ended = lambda_return(REWARD, torch.tensor([[0.0, 1.0]]), VALUE, 0.9, 0.5, "storm")
     assert ended[0, 0].item() == 1.0  # nothing follows an end
     with pytest.raises(ValueError, match="form"):
-        lambda_return(REWARD, CONT, VALUE, 0.9, 0.5, "dreamerv2")
+        lambda_return(REWARD, CONT, VALUE, 0.9, 0.5, "dreamer")
+
+
+def test_dreamerv2_return_and_weights_by_hand():
+    """DreamerV2's discount 0.999 and its weights: the product of the discounts gamma c before."""
+    reward = torch.tensor([[1.0, 0.0, 2.0]])
+    cont = torch.tensor([[0.9, 0.5, 1.0]])  # continue probabilities, as its discount head gives
+    value = torch.tensor([[4.0, 6.0, 8.0, 10.0]])
+    g = 0.999
+    # G_3 = V_3 = 10
+    g2 = 2 + g * 1.0 * (0.05 * 10 + 0.95 * 10)
+    g1 = 0 + g * 0.5 * (0.05 * 8 + 0.95 * g2)
+    g0 = 1 + g * 0.9 * (0.05 * 6 + 0.95 * g1)
+    returns = lambda_return(reward, cont, value, g, 0.95, "dreamerv2")
+    assert returns[0].tolist() == pytest.approx([g0, g1, g2])
+    torch.testing.assert_close(returns, lambda_return(reward, cont, value, g, 0.95, "dreamerv3"))
+    weights = step_weights(cont, g, "dreamerv2")
+    assert weights[0].tolist() == pytest.approx([1.0, g * 0.9, g * 0.9 * g * 0.5])
+    assert step_weights(cont, g, "dreamerv3")[0].tolist() == pytest.approx([1.0, 0.9, 0.45])
+    assert step_weights(cont, g, "storm")[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def _with_slow_critic_apart(config):
+    torch.manual_seed(0)
+    agent = ActorCritic(config, 4, 3)
+    for p in agent.critic.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    for p in agent.slow_critic.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return agent
+
+
+def test_dreamerv2_bootstraps_and_baselines_with_the_slow_critic_unscaled():
+    config = dataclasses.replace(AGENT_PRESETS["dreamerv2"].actor_critic, actor_width=8,
+                                 critic_width=8, actor_layers=1, critic_layers=1)  # fmt: skip
+    agent = _with_slow_critic_apart(config)
+    features = torch.randn(2, 5, 4)
+    actions, reward = torch.randint(3, (2, 4)), torch.randn(2, 4) * 30
+    cont = torch.full((2, 4), 0.9)
+    _, metrics, _ = agent.objective(features, actions, reward, cont, ReturnNorm())
+    with torch.no_grad():
+        slow = agent.value(features, slow=True)
+        fast = agent.value(features)
+    assert not torch.allclose(slow, fast)
+    returns = lambda_return(reward, cont, slow, config.gamma, config.lam, "dreamerv2")
+    assert metrics["return"].item() == pytest.approx(returns.mean().item(), rel=1e-5)
+    assert metrics["return_scale"].item() == 1.0  # returns spread by far more than 1
+    advantage = (returns - slow[:, :-1]).mean().item()
+    assert metrics["advantage"].item() == pytest.approx(advantage, rel=1e-4, abs=1e-5)
+    # a start that was terminal in the real game counts for nothing (DreamerV2's first discount)
+    start = torch.tensor([1.0, 0.0])
+    loss, _, _ = agent.objective(features, actions, reward, cont, ReturnNorm(), start=start)
+    first, _, _ = agent.objective(features[:1], actions[:1], reward[:1], cont[:1], ReturnNorm())
+    assert loss.item() == pytest.approx(first.item() / 2, rel=1e-5)
+
+
+def test_dreamerv2_copies_the_critic_every_hundred_updates():
+    config = AGENT_PRESETS["dreamerv2"].actor_critic
+    assert (config.slow_decay, config.slow_every, config.slow_reg) == (0.0, 100, 0.0)
+    small = dataclasses.replace(config, actor_width=8, critic_width=8)
+    agent = _with_slow_critic_apart(small)
+    before = [p.clone() for p in agent.slow_critic.parameters()]
+    for update in (1, 99, 101):
+        agent.update_slow(update)
+    kept = zip(agent.slow_critic.parameters(), before, strict=True)
+    assert all(torch.equal(a, b) for a, b in kept)
+    agent.update_slow(200)
+    for slow, fast in zip(agent.slow_critic.parameters(), agent.critic.parameters(), strict=True):
+        assert torch.equal(slow, fast)
+    with pytest.raises(ValueError, match="rho"):
+        ActorCritic(dataclasses.replace(small, rho=0.9), 4, 3)
 
 
 def test_two_hot_critic_targets_by_hand():
@@ -91,7 +162,7 @@ def test_slow_critic_is_an_ema_of_the_critic():
     for p in agent.critic.parameters():
         torch.nn.init.normal_(p)
     slow_before = [p.clone() for p in agent.slow_critic.parameters()]
-    agent.update_slow()
+    agent.update_slow(0)
     for slow, old, fast in zip(
         agent.slow_critic.parameters(), slow_before, agent.critic.parameters(), strict=True
     ):
@@ -118,7 +189,7 @@ def test_weights_follow_the_form():
     assert unweighted["critic_loss"].item() != pytest.approx(implicit["critic_loss"].item())
 
 
-@pytest.mark.parametrize("form", ["storm", "dreamerv3"])
+@pytest.mark.parametrize("form", ["storm", "dreamerv3", "dreamerv2"])
 def test_learns_a_two_armed_bandit(form):
     """Action 1 pays 1, action 0 pays 0: the policy must come to prefer action 1."""
     torch.manual_seed(0)
@@ -127,7 +198,7 @@ def test_learns_a_two_armed_bandit(form):
     optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=3e-3)
     norm, generator = ReturnNorm(), torch.Generator().manual_seed(0)
     features = torch.randn(64, 4).unsqueeze(1).expand(64, 5, 4)  # a state that never changes
-    for _ in range(150):
+    for update in range(150):
         actions = agent.act(features[:, :4].reshape(-1, 4), generator).reshape(64, 4)
         loss, metrics, statistics = agent.objective(
             features, actions, actions.float(), torch.ones(64, 4), norm
@@ -135,7 +206,7 @@ def test_learns_a_two_armed_bandit(form):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        agent.update_slow()
+        agent.update_slow(update)
         agent.update_statistics(norm, statistics)
     preferred = agent.log_policy(features[:, 0]).exp()[:, 1].mean().item()
     assert preferred > 0.9

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from wmsim.agent.actor_critic import ActorCritic, ActorCriticConfig
-from wmsim.agent.imagination import RealPolicy, imagine
+from wmsim.agent.imagination import imagine
+from wmsim.agent.strategy import RealPolicy
 from wmsim.model import LatentWorldModel
 from wmsim.train.config import preset
 

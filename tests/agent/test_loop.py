@@ -15,8 +15,8 @@ from wmsim.agent.commands import (
     evaluate_command,
     load_policy,
 )
-from wmsim.agent.imagination import RealPolicy
 from wmsim.agent.results import ResultsArgs, results
+from wmsim.agent.strategy import RealPolicy
 from wmsim.cli import main
 from wmsim.errors import UserError
 from wmsim.replay import Replay
@@ -126,11 +126,11 @@ def test_a_world_model_of_another_game_or_kind_is_refused(
 ):
     with pytest.raises(UserError, match="models Breakout, not Pong"):
         agent_train(AgentTrainArgs(out=tmp_path / "a", game="Pong", world_model=world_model_run))
-    rssm = tmp_path / "rssm"
-    train(TrainArgs(data=breakout_replay, out=rssm, steps=1, preset="tiny-dreamerv2", batch=2,
-                    length=8, eval_every=1, checkpoint_every=1), progress=False)  # fmt: skip
-    with pytest.raises(UserError, match="latent-per-frame"):
-        agent_train(AgentTrainArgs(out=tmp_path / "b", game="Breakout", world_model=rssm))
+    rem = tmp_path / "rem"
+    train(TrainArgs(data=breakout_replay, out=rem, steps=1, preset="tiny-rem", batch=2,
+                    length=12, eval_every=1, checkpoint_every=1), progress=False)  # fmt: skip
+    with pytest.raises(UserError, match="latent-per-frame ones and DreamerV2's RSSM"):
+        agent_train(AgentTrainArgs(out=tmp_path / "b", game="Breakout", world_model=rem))
     with pytest.raises(UserError, match="--world-model goes with --game"):
         agent_train(AgentTrainArgs(out=tmp_path / "c", env="wmsim/Breakout-dream-v0",
                                    world_model=world_model_run))  # fmt: skip

@@ -120,3 +120,60 @@ def test_resets_forget_the_past():
     out2, _ = model.observe_sequence(changed, other_actions, is_first, state, noise)
     torch.testing.assert_close(out["h"][:, 5:], out2["h"][:, 5:])
     torch.testing.assert_close(out["post"][:, 5:], out2["post"][:, 5:])
+
+
+def _frames(batch=2, length=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, length, 64, 64, 3), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, ACTIONS, (batch, length - 1), generator=g)
+    is_first = torch.zeros(batch, length, dtype=torch.bool)
+    is_first[:, 0] = is_first[1, 3] = True
+    noise = torch.rand(batch, length, 3, 4, generator=g)
+    return frames, actions, is_first, noise
+
+
+def frame_model():
+    torch.manual_seed(0)
+    return RSSMWorldModel(CONFIG, ACTIONS)  # float32, as frames_to_input gives frames
+
+
+def test_posteriors_are_the_observed_states_of_every_prefix():
+    model = frame_model()
+    frames, actions, is_first, noise = _frames()
+    with torch.no_grad():
+        states = model.posteriors(frames, actions, is_first, noise)
+        assert states["h"].shape == (2, 6, CONFIG.deter) and states["z"].shape == (2, 6, 12)
+        for t in range(6):
+            last = model.observe(frames[:, : t + 1], actions[:, :t], is_first[:, : t + 1],
+                                 noise[:, : t + 1])  # fmt: skip
+            torch.testing.assert_close(states["h"][:, t], last["h"])
+            torch.testing.assert_close(states["z"][:, t], last["z"])
+
+
+def test_observe_step_filters_frame_by_frame_as_posteriors_do():
+    """The agent's real-game filter equals the posterior rollout over the same frames."""
+    model = frame_model()
+    frames, actions, is_first, noise = _frames()
+    with torch.no_grad():
+        states = model.posteriors(frames, actions, is_first, noise)
+        state, previous = model.initial_state(2), torch.zeros(2).long()
+        for t in range(6):
+            state = model.observe_step(state, previous, frames[:, t], is_first[:, t], noise[:, t])
+            torch.testing.assert_close(model.latent(state), torch.cat(
+                [states["h"][:, t], states["z"][:, t]], -1))  # fmt: skip
+            previous = actions[:, t] if t < 5 else previous
+    assert model.feature_size == model.latent(state).shape[-1] == CONFIG.deter + 12
+
+
+def test_imagine_is_step_with_the_features_first():
+    model = model_for()
+    state = {"h": torch.randn(3, CONFIG.deter, dtype=torch.float64),
+             "z": torch.zeros(3, 12, dtype=torch.float64)}  # fmt: skip
+    noise = torch.rand(3, 3, 4, dtype=torch.float64)
+    action = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        after, features, reward, cont = model.imagine(state, action, noise)
+        stepped, reward2, cont2, latent = model.step(state, action, noise)
+    for a, b in [(features, latent), (reward, reward2), (cont, cont2), (after["h"], stepped["h"])]:
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(features, model.latent(after))

@@ -1,7 +1,8 @@
 """The reference actor-critic: DreamerV3's behaviour learning, as STORM and DRAMA use it.
 
-References: DreamerV3 (Hafner et al. 2023), STORM (Zhang et al. 2023) and
-DRAMA (Wang et al. 2025), as their papers and released configs give it.
+References: DreamerV3 (Hafner et al. 2023), STORM (Zhang et al. 2023),
+DRAMA (Wang et al. 2025) and DreamerV2 (Hafner et al., ICLR 2021), as their
+papers and released configs give it.
 On a trajectory of features s_0..s_H, actions a_0..a_H-1, rewards r_k and
 continue flags c_k (of arriving at s_k+1):
 
@@ -19,6 +20,14 @@ Where the seeds differ the choice is named by ``ActorCriticConfig.form``:
 - ``dreamerv3``: the textbook lambda-return with V_k+1; the slow critic's
   target is its value; each step is weighted by the product of the continue
   flags before it, so steps after a predicted end do not count.
+- ``dreamerv2`` (DreamerV2's Atari agent, its eqs. 4-6): the textbook lambda-return,
+  bootstrapped from the slow critic (its target network, copied every
+  ``slow_every`` updates), which is also the actor's baseline; advantages are
+  not scaled (no return normalization); each step is weighted by the product of
+  the discounts gamma c before it. The actor's gradient is REINFORCE alone:
+  DreamerV2's rho = 1 on Atari (``rho``). Its indexing is DreamerV3's: r_k is
+  the reward of the step from s_k, where DreamerV2 pairs the reward of arriving
+  at s_k with V(s_k+1); the two differ by a baseline that the action cannot change.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from torch import Tensor, nn
 from wmsim.model.distributions import TwoHot
 from wmsim.model.networks import mlp
 
-FORMS = ("storm", "dreamerv3")
+FORMS = ("storm", "dreamerv3", "dreamerv2")
 """The lambda-return and regularizer variants; see the module docstring."""
 
 
@@ -41,16 +50,21 @@ class ActorCriticConfig:
     """The actor-critic's networks, losses and optimizer (STORM's by default)."""
 
     form: str = "storm"
-    """storm (STORM, DRAMA) or dreamerv3: the lambda-return and regularizer variant."""
+    """storm (STORM, DRAMA), dreamerv3 or dreamerv2: the lambda-return, baseline and
+    regularizer variant (see the module docstring)."""
     act_on: str = "prior"
     """What the actor reads of the current frame: prior (STORM, DRAMA: the latent the
     world model predicted for it, as in imagination) or posterior (the frame's encoding)."""
     gamma: float = 0.985
-    """Discount (STORM, DRAMA 0.985; DreamerV3 1 - 1/333)."""
+    """Discount (STORM, DRAMA 0.985; DreamerV3 1 - 1/333; DreamerV2 0.999)."""
     lam: float = 0.95
     """Lambda of the lambda-return."""
     entropy: float = 3e-4
-    """Weight of the policy's entropy bonus."""
+    """Weight of the policy's entropy bonus (DreamerV2 Atari 1e-3)."""
+    rho: float = 1.0
+    """Share of REINFORCE in the actor's gradient, the rest dynamics backpropagation
+    (DreamerV2: 1 on Atari, 0 on continuous control). Only 1 is built: the rest would need
+    gradients through imagination, which runs without them."""
     actor_unimix: float = 0.0
     """Uniform mixture on the policy (DreamerV3 0.01; STORM, DRAMA none)."""
     actor_input_norm: bool = False
@@ -71,9 +85,11 @@ class ActorCriticConfig:
     bins: int = 255
     """Two-hot bins of the critic, on [-20, 20] in symlog space."""
     slow_decay: float = 0.98
-    """EMA decay of the slow critic, applied every update: slow = d * slow + (1 - d) * critic."""
+    """EMA decay of the slow critic: slow = d * slow + (1 - d) * critic (DreamerV2 0: a copy)."""
+    slow_every: int = 1
+    """Updates between moves of the slow critic (DreamerV2 100)."""
     slow_reg: float = 1.0
-    """Weight of the slow critic's target in the critic loss."""
+    """Weight of the slow critic's target in the critic loss (DreamerV2: none)."""
     return_decay: float = 0.99
     """EMA decay of the return percentiles."""
     return_range: tuple[float, float] = (5.0, 95.0)
@@ -98,8 +114,8 @@ def lambda_return(
     ``reward[:, k]`` and ``cont[:, k]`` belong to the step from s_k to s_k+1;
     ``value[:, k]`` is V(s_k). With G_H = V(s_H):
 
-        dreamerv3: G_k = r_k + gamma c_k ((1 - lam) V(s_k+1) + lam G_k+1)
-        storm:     G_k = r_k + gamma c_k ((1 - lam) V(s_k)   + lam G_k+1)
+        dreamerv3, dreamerv2: G_k = r_k + gamma c_k ((1 - lam) V(s_k+1) + lam G_k+1)
+        storm:                G_k = r_k + gamma c_k ((1 - lam) V(s_k)   + lam G_k+1)
 
     ``lam`` may be a tensor (B, H): 0 at a step cuts the return there (it then
     bootstraps from V(s_k+1) alone, in the dreamerv3 form).
@@ -107,7 +123,7 @@ def lambda_return(
     if form not in FORMS:
         raise ValueError(f"unknown lambda-return form {form!r}; choose one of {FORMS}")
     lam = torch.as_tensor(lam, dtype=reward.dtype, device=reward.device).expand_as(reward)
-    blend = value[:, 1:] if form == "dreamerv3" else value[:, :-1]
+    blend = value[:, :-1] if form == "storm" else value[:, 1:]
     returns, last = [], value[:, -1]
     for k in reversed(range(reward.shape[1])):
         last = reward[:, k] + gamma * cont[:, k] * (
@@ -115,6 +131,18 @@ def lambda_return(
         )
         returns.append(last)
     return torch.stack(returns[::-1], 1)
+
+
+def step_weights(cont: Tensor, gamma: float, form: str) -> Tensor:
+    """The form's weight (B, H) of each step, from continue flags (B, H) of arriving at s_1..s_H.
+
+    storm: w_k = 1. dreamerv3: w_k = prod_j<k c_j, so steps after a predicted end do not
+    count. dreamerv2: w_k = prod_j<k gamma c_j, as DreamerV2's discounts include gamma.
+    """
+    if form == "storm":
+        return torch.ones_like(cont)
+    discount = cont * gamma if form == "dreamerv2" else cont
+    return torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), discount[:, :-1]], 1), 1)
 
 
 def spread_scale(low: float, high: float) -> float:
@@ -235,6 +263,8 @@ class ActorCritic(nn.Module):
         c = config
         if c.form not in FORMS or c.act_on not in ("prior", "posterior"):
             raise ValueError(f"form must be one of {FORMS}, act_on prior or posterior")
+        if c.rho != 1.0 or c.slow_every < 1:
+            raise ValueError("rho must be 1 (REINFORCE; see its docstring), slow_every positive")
         self.config, self.num_actions = config, num_actions
         self.actor_norm = RunningNorm(features) if c.actor_input_norm else None
         self.actor = mlp(features, num_actions, c.actor_width, c.actor_layers, c.norm, c.activation)
@@ -283,6 +313,7 @@ class ActorCritic(nn.Module):
         *,
         lam: Tensor | None = None,
         weight: Tensor | None = None,
+        start: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor], Statistics]:
         """Actor and critic loss of a trajectory: (loss, metrics, statistics).
 
@@ -299,6 +330,8 @@ class ActorCritic(nn.Module):
             lam: (B, H) lambda per step, to cut returns at episode ends of real
                 rollouts; the configured lambda when None.
             weight: (B, H) weight per step, replacing the form's.
+            start: (B,) 1 - is_terminal of s_0, where s_0 is a real frame's posterior
+                (DreamerV2's true first discount): it scales every step's weight.
         """
         c = self.config
         lam = c.lam if lam is None else lam
@@ -306,20 +339,20 @@ class ActorCritic(nn.Module):
         value = self.two_hot.mean(logits).detach()
         with torch.no_grad():
             slow = self.value(features, slow=True)
-            returns = lambda_return(reward, cont, value, c.gamma, lam, c.form)
+            # DreamerV2 bootstraps from its target network, the slow critic, and baselines with it
+            baseline = slow if c.form == "dreamerv2" else value
+            returns = lambda_return(reward, cont, baseline, c.gamma, lam, c.form)
             if c.form == "storm":
                 slow_target = lambda_return(reward, cont, slow, c.gamma, lam, c.form)
-                default_weight = torch.ones_like(reward)
             else:
                 slow_target = slow[:, :-1]
-                alive = torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1)
-                default_weight = torch.cumprod(alive, 1)
-            weight = default_weight if weight is None else weight
+            weight = step_weights(cont, c.gamma, c.form) if weight is None else weight
+            weight = weight if start is None else weight * start.unsqueeze(1)
         critic_loss = self.two_hot.loss(logits[:, :-1], returns)
         critic_loss = critic_loss + c.slow_reg * self.two_hot.loss(logits[:, :-1], slow_target)
         return_range = norm.folded(returns)
-        scale = spread_scale(*return_range)
-        advantage = (returns - value[:, :-1]) / scale
+        scale = 1.0 if c.form == "dreamerv2" else spread_scale(*return_range)
+        advantage = (returns - baseline[:, :-1]) / scale
         acting = features[:, :-1].detach()
         inputs = None if self.actor_norm is None else self.actor_norm.merged(acting)
         log_probs = self.log_policy(features[:, :-1], inputs)  # (B, H, A)
@@ -344,8 +377,13 @@ class ActorCritic(nn.Module):
             self.actor_norm.load(statistics.actor_inputs)
 
     @torch.no_grad()
-    def update_slow(self) -> None:
-        """Move the slow critic towards the critic: slow = d * slow + (1 - d) * critic."""
+    def update_slow(self, update: int) -> None:
+        """Move the slow critic towards the critic after every ``slow_every``-th update.
+
+        ``update`` counts updates from 0; slow = d * slow + (1 - d) * critic.
+        """
+        if update % self.config.slow_every:
+            return
         d = self.config.slow_decay
         for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
             slow.mul_(d).add_(fast.detach(), alpha=1 - d)

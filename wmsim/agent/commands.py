@@ -133,7 +133,7 @@ def load_policy(run: Path, device: torch.device, *, greedy: bool, seed: int) -> 
     if kind == "agent":
         from wmsim.agent.actor_critic import ActorCritic
         from wmsim.agent.config import AgentConfig
-        from wmsim.agent.imagination import RealPolicy
+        from wmsim.agent.strategy import RealPolicy
         from wmsim.configs import from_dict
         from wmsim.train.checkpoint import world_model_of
 

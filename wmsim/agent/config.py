@@ -5,7 +5,10 @@ with an actor-critic and a schedule. ``storm`` and ``drama`` carry the papers'
 values (STORM, Zhang et al. 2023; DRAMA, Wang et al. 2025): one world-model update and one
 actor-critic update per env step, 1,024 imagined trajectories of 16 steps from
 contexts of 8 frames. ``s5`` is STORM's schedule with DreamerV3's form of the
-actor-critic. The ``tiny`` ones train on a laptop CPU within an hour.
+actor-critic. ``dreamerv2`` is DreamerV2's Atari agent (Hafner et al., ICLR 2021) on
+its RSSM: imagination from every posterior state of 16 replayed windows of 50
+frames, 15 imagined steps, one update every 16 env steps after 50,000 random
+ones. The ``tiny`` ones train on a laptop CPU within an hour.
 """
 
 from __future__ import annotations
@@ -62,6 +65,18 @@ DREAMERV3_AC = ActorCriticConfig(
     form="dreamerv3", act_on="posterior", gamma=1 - 1 / 333, actor_unimix=0.01,
     activation="silu",
 )  # fmt: skip
+DREAMERV2_AC = ActorCriticConfig(
+    form="dreamerv2", act_on="posterior", gamma=0.999, lam=0.95, entropy=1e-3, rho=1.0,
+    actor_width=400, actor_layers=4, critic_width=400, critic_layers=4, activation="elu",
+    # its target network: a copy of the critic every 100 updates, no regularizer towards it
+    slow_decay=0.0, slow_every=100, slow_reg=0.0,
+    # one optimizer at the actor's rate (DreamerV2: actor 4e-5, critic 1e-4, separately)
+    lr=4e-5, eps=1e-5, grad_clip=100.0,
+)  # fmt: skip
+DREAMERV2_SCHEDULE = {
+    "warmup_steps": 50_000, "train_every": 16, "imagine_batch": 16, "context": 50,
+    "horizon": 15, "hard_ends": False,
+}  # fmt: skip
 TINY = {"actor_width": 128, "critic_width": 128, "lr": 3e-4, "warmup": 0}
 TINY_SCHEDULE = {
     # half STORM's context and a sixteenth of its imagined batch: encoding the contexts'
@@ -74,6 +89,9 @@ AGENT_PRESETS: dict[str, AgentConfig] = {
     "storm": AgentConfig(world_model="storm", actor_critic=STORM_AC),
     "drama": AgentConfig(world_model="drama", actor_critic=DRAMA_AC, warmup_steps=1032),
     "s5": AgentConfig(world_model="s5", actor_critic=DREAMERV3_AC, hard_ends=False),
+    "dreamerv2": AgentConfig(
+        world_model="dreamerv2", actor_critic=DREAMERV2_AC, **DREAMERV2_SCHEDULE
+    ),
     "tiny": AgentConfig(
         world_model="tiny", actor_critic=dataclasses.replace(STORM_AC, **TINY), **TINY_SCHEDULE
     ),
@@ -92,12 +110,19 @@ AGENT_PRESETS: dict[str, AgentConfig] = {
         world_model="tiny-gru", actor_critic=dataclasses.replace(DREAMERV3_AC, **TINY),
         hard_ends=False, **TINY_SCHEDULE,
     ),
+    "tiny-dreamerv2": AgentConfig(
+        world_model="tiny-dreamerv2",
+        actor_critic=dataclasses.replace(
+            DREAMERV2_AC, **{**TINY, "actor_layers": 2, "critic_layers": 2}
+        ),
+        # DreamerV2's 15 imagined steps from every posterior state, of 16 windows of 16 frames:
+        # 256 starts, as many frames as the other tiny presets encode per round
+        **{**TINY_SCHEDULE, "imagine_batch": 16, "context": 16, "horizon": 15, "hard_ends": False},
+    ),
 }  # fmt: skip
 """Agent preset name -> its config."""
 
 UNSUPPORTED = {
-    "dreamerv2": "DreamerV2's RSSM (its posterior needs h_t, so its acting loop differs)",
-    "tiny-dreamerv2": "DreamerV2's RSSM (its posterior needs h_t, so its acting loop differs)",
     "rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
     "tiny-rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
 }

@@ -132,9 +132,14 @@ def _make_envs(args: Any) -> gymnasium.vector.VectorEnv:
 
 
 def _update(
-    agent: FrameAgent, optimizer, norm: ReturnNorm, rollout: dict[str, np.ndarray], device
+    agent: FrameAgent,
+    optimizer,
+    norm: ReturnNorm,
+    rollout: dict[str, np.ndarray],
+    device,
+    update: int,
 ) -> dict[str, float]:
-    """One actor-critic update on a rollout of (B, T) steps and (B, T + 1) frame stacks."""
+    """Actor-critic update ``update`` (from 0) on (B, T) steps and (B, T + 1) frame stacks."""
     t = {k: torch.from_numpy(v).to(device) for k, v in rollout.items()}
     ac = agent.actor_critic
     features = agent.features(t["stacks"])  # (B, T + 1, 512), with gradients into the CNN
@@ -147,7 +152,7 @@ def _update(
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(agent.parameters(), ac.config.grad_clip)
     optimizer.step()
-    ac.update_slow()
+    ac.update_slow(update)
     ac.update_statistics(norm, statistics)
     return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": float(grad_norm)}
 
@@ -251,7 +256,7 @@ def _train(
             rollout, stack, obs, after_done = _rollout(
                 envs, agent, generator, stack, obs, after_done, config.horizon, device
             )
-            metrics = _update(agent, optimizer, norm, rollout, device)
+            metrics = _update(agent, optimizer, norm, rollout, device, updates)
             env_steps, updates = env_steps + rollout["actions"].size, updates + 1
             bar.update(rollout["actions"].size)
             rate = (env_steps - start_steps) / (time.perf_counter() - started)

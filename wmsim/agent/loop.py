@@ -4,7 +4,10 @@ As STORM (Zhang et al. 2023) and DRAMA (Wang et al. 2025) run it: play the real
 game with the current policy into a replay, and every ``train_every`` env
 steps train the world model on replayed windows once, imagine trajectories
 from replayed contexts, and update the actor-critic on them once. The first
-``warmup_steps`` steps are played by a uniformly random policy.
+``warmup_steps`` steps are played by a uniformly random policy. Where dreams
+start and how real frames are read depend on the world model
+(``wmsim.agent.strategy``): on DreamerV2's RSSM, from every posterior state of
+the contexts, and on the posterior filter.
 
 A run directory holds ``config.json``, ``replay/`` (every step played, a
 replay ``wmsim train`` and ``wmsim data info`` read), ``checkpoint.pt``
@@ -28,12 +31,12 @@ import torch
 from wmsim.agent.actor_critic import ActorCritic, ReturnNorm
 from wmsim.agent.config import AgentConfig, agent_preset
 from wmsim.agent.evaluate import evaluate_policy, training_eval_seed
-from wmsim.agent.imagination import RealPolicy, imagine
+from wmsim.agent.strategy import STRATEGIES, RealPolicy, strategy_for
 from wmsim.collect.atari import AtariConfig, AtariEnv
 from wmsim.collect.rollout import step_flags, stream_seed
 from wmsim.configs import from_dict, to_dict
 from wmsim.errors import UserError
-from wmsim.model import LatentWorldModelConfig, make_world_model
+from wmsim.model import make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.format import make_manifest
 from wmsim.replay.writer import ReplayLock, ReplayWriter
@@ -74,14 +77,21 @@ def resolve_agent(
                 "pass a world model of the same game"
             )
         train = saved["config"]["train"]
-        if not isinstance(from_dict(train).model, LatentWorldModelConfig):
+        if type(from_dict(train).model) not in STRATEGIES:
             raise UserError(
                 f"{world_model} holds a {saved['config'].get('preset')} world model; the reference "
-                "agent trains on the latent-per-frame ones (storm, drama, s5 and their tiny forms)"
+                "agent trains on the latent-per-frame ones and DreamerV2's RSSM (storm, drama, s5, "
+                "dreamerv2 and their tiny forms)"
             )
         start = {"run": str(world_model)}  # not its step: that run may train on meanwhile
         # the loop plays the real game with the frames that world model learned from
         resize = Replay(Path(saved["config"]["data"])).env.get("resize", "area")
+    open_to = strategy_for(from_dict(train).model).act_on
+    if agent.actor_critic.act_on not in open_to:
+        raise UserError(
+            f"act_on {agent.actor_critic.act_on!r} is not open to this world model; its agent "
+            f"acts on: {', '.join(open_to)}"
+        )
     return {
         "kind": "agent",
         "preset": preset_name,
@@ -110,6 +120,7 @@ class AgentRun:
         self.lock = ReplayLock(out / REPLAY, manifest)
         torch.manual_seed(seed)
         self.model = make_world_model(self.train_config.model, self.num_actions).to(device)
+        self.strategy = strategy_for(self.train_config.model)
         self.model_optimizer = make_optimizer(self.model, self.train_config)
         ac = self.config.actor_critic
         self.agent = ActorCritic(ac, self.model.feature_size, self.num_actions).to(device)
@@ -167,22 +178,22 @@ class AgentRun:
             replay.window_starts(c.context), c.imagine_batch, self.rng
         )
         context = to_torch(
-            replay.gather(starts, c.context, ("obs", "action", "is_first")), self.device
+            replay.gather(starts, c.context, self.strategy.context_keys), self.device
         )
-        trajectory = imagine(
+        trajectory = self.strategy.imagine(
             self.model, self.agent, context, c.horizon, self.generator, hard_ends=c.hard_ends
         )
         ac = c.actor_critic
         warm_up(self.agent_optimizer, ac.lr, ac.warmup, self.updates)
         loss, ac_metrics, statistics = self.agent.objective(
             trajectory.features, trajectory.actions, trajectory.reward, trajectory.cont,
-            self.return_norm,
+            self.return_norm, start=trajectory.start,
         )  # fmt: skip
         self.agent_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), ac.grad_clip)
         self.agent_optimizer.step()
-        self.agent.update_slow()
+        self.agent.update_slow(self.updates)
         self.agent.update_statistics(self.return_norm, statistics)
         self.updates += 1
         metrics = {f"model_{k}": v for k, v in metrics.items()}

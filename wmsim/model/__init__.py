@@ -8,7 +8,7 @@ This package knows nothing of replay, training, export or serving
 
 from __future__ import annotations
 
-from wmsim.model.contract import WorldModel
+from wmsim.model.contract import AgentWorldModel, WorldModel
 from wmsim.model.rem import REMConfig, REMWorldModel
 from wmsim.model.rssm import RSSMConfig, RSSMWorldModel
 from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
@@ -29,6 +29,7 @@ def make_world_model(config: WorldModelConfig, num_actions: int, **factory) -> W
 
 
 __all__ = [
+    "AgentWorldModel",
     "LatentWorldModel",
     "LatentWorldModelConfig",
     "REMConfig",

@@ -77,6 +77,30 @@ class WorldModel(Protocol):
         ...
 
 
+@runtime_checkable
+class AgentWorldModel(WorldModel, Protocol):
+    """A world model the reference agent (``wmsim.agent``) learns in: it dreams features.
+
+    How an agent starts its dreams and reads real frames differs by kind of
+    model; ``wmsim.agent.strategy`` picks that from a dict keyed by config type.
+    """
+
+    @property
+    def feature_size(self) -> int:
+        """Size F of the features :meth:`imagine` returns, what the actor and critic read."""
+        ...
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        """The state of ``batch_size`` rows that have seen nothing."""
+        ...
+
+    def imagine(
+        self, state: State, action: Tensor, noise: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor, Tensor]:
+        """One dreamed step: action (B,) -> (state, features (B, F), reward (B,), continue (B,))."""
+        ...
+
+
 def one_group(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Every parameter in one optimizer group, in module order."""
     return [{"params": list(model.parameters()), "weight_decay": weight_decay}]

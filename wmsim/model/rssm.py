@@ -156,6 +156,42 @@ class RSSMWorldModel(nn.Module):
         h = self.cell(x, state["h"] * keep)
         return h, self._dist(self.img_out(h))
 
+    def _obs_step(
+        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor, noise: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The posterior step -> h_t (B, D), prior, posterior (B, S, K) and z_t (B, S * K)."""
+        h, prior = self.img_step(state, action, is_first)
+        post = self._dist(self.obs_out(torch.cat([h, embed], -1)))
+        return h, prior, post, sample_one_hot(post, noise).flatten(-2)
+
+    def observe_step(
+        self,
+        state: State,
+        action: Tensor,
+        frame: Tensor,
+        is_first: Tensor,
+        noise: Tensor | None = None,
+    ) -> State:
+        """Filter one real frame into the state, as an agent acting in the real game does.
+
+        Shapes: B rows; D = deter; S * K = stoch * classes.
+
+        Args:
+            state: h (B, D) and z (B, S * K) of the previous frame (:meth:`initial_state`
+                before the first).
+            action: (B,) the action taken at the previous frame.
+            frame: (B, H, W, 3) uint8, the new frame.
+            is_first: (B,) the frame starts an episode: state and action are forgotten.
+            noise: (B, S, K) samples the posterior; None takes its mode.
+
+        Returns:
+            The posterior state h_t (B, D), z_t (B, S * K) of the frame: what
+            :meth:`observe` holds after a context ending at it, given the same noise.
+        """
+        embed = self.encoder(frames_to_input(frame.unsqueeze(1))).reshape(frame.shape[0], -1)
+        h, _, _, z = self._obs_step(state, action, embed, is_first, noise)
+        return {"h": h, "z": z}
+
     def observe_sequence(
         self,
         embeds: Tensor,
@@ -176,9 +212,8 @@ class RSSMWorldModel(nn.Module):
         steps: dict[str, list[Tensor]] = {"h": [], "z": [], "prior": [], "post": []}
         previous = state.get("action", torch.zeros_like(actions[:, 0]))
         for t in range(embeds.shape[1]):
-            h, prior = self.img_step(state, previous, is_first[:, t])
-            post = self._dist(self.obs_out(torch.cat([h, embeds[:, t]], -1)))
-            z = sample_one_hot(post, None if noise is None else noise[:, t]).flatten(-2)
+            draw = None if noise is None else noise[:, t]
+            h, prior, post, z = self._obs_step(state, previous, embeds[:, t], is_first[:, t], draw)
             for name, value in zip(steps, (h, z, prior, post), strict=True):
                 steps[name].append(value)
             state, previous = {"h": h, "z": z}, actions[:, t]
@@ -229,6 +264,30 @@ class RSSMWorldModel(nn.Module):
         }  # fmt: skip
         return loss, {k: v.detach() for k, v in metrics.items()}
 
+    def posteriors(
+        self, frames: Tensor, actions: Tensor, is_first: Tensor, noise: Tensor | None = None
+    ) -> State:
+        """The posterior state of every frame of real windows, DreamerV2's imagination starts.
+
+        Shapes: B windows of T frames; D = deter; S * K = stoch * classes.
+
+        Args:
+            frames: (B, T, H, W, 3) uint8.
+            actions: (B, T - 1), ``actions[:, t]`` taken between frames t and t+1.
+            is_first: (B, T) episode starts.
+            noise: (B, T, S, K) samples the posteriors; None takes their modes.
+
+        Returns:
+            h (B, T, D) and z (B, T, S * K): row t is the state :meth:`observe` returns
+            for the window's first t + 1 frames.
+        """
+        batch_size, length = frames.shape[:2]
+        embeds = self.encoder(frames_to_input(frames)).reshape(batch_size, length, -1)
+        padded = torch.cat([actions, actions.new_zeros(batch_size, 1)], 1)  # the last is unused
+        state = self.initial_state(batch_size, frames.device, embeds.dtype)
+        out, _ = self.observe_sequence(embeds, padded, is_first, state, noise)
+        return {"h": out["h"], "z": out["z"]}
+
     def observe(
         self, frames: Tensor, actions: Tensor, is_first: Tensor, noise: Tensor | None = None
     ) -> State:
@@ -236,16 +295,33 @@ class RSSMWorldModel(nn.Module):
 
         Returns the posterior state (h, z) of the last frame; the next action goes to :meth:`step`.
         """
-        batch_size, length = frames.shape[:2]
-        embeds = self.encoder(frames_to_input(frames)).reshape(batch_size, length, -1)
-        padded = torch.cat([actions, actions.new_zeros(batch_size, 1)], 1)  # the last is unused
-        state = self.initial_state(batch_size, frames.device, embeds.dtype)
-        _, state = self.observe_sequence(embeds, padded, is_first, state, noise)
-        return {"h": state["h"], "z": state["z"]}
+        return {k: v[:, -1] for k, v in self.posteriors(frames, actions, is_first, noise).items()}
+
+    @property
+    def feature_size(self) -> int:
+        """Size of :meth:`latent`'s features [h, z], what the actor and critic read."""
+        return self.config.deter + self.config.stoch * self.config.classes
 
     def latent(self, state: State) -> Tensor:
         """Features [h, z] (B, D + S * K) of the frame ``state`` stands at, for :meth:`decode`."""
         return torch.cat([state["h"], state["z"]], -1)
+
+    def imagine(
+        self, state: State, action: Tensor, noise: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor, Tensor]:
+        """One dreamed step for an agent: action (B,) -> (next state, features, reward, continue).
+
+        ``noise`` (B, S, K) samples the prior; None takes its mode. The features
+        (B, D + S * K) are [h_t+1, z_t+1], what DreamerV2's actor and critic read;
+        ``reward`` and ``continue`` (B,) are the heads' on them.
+        """
+        no_reset = torch.zeros(action.shape[0], dtype=torch.bool, device=action.device)
+        h, prior = self.img_step(state, action, no_reset)
+        z = sample_one_hot(prior, noise).flatten(-2)
+        features = torch.cat([h, z], -1)
+        reward = self.two_hot.mean(self.reward(features))
+        cont = torch.sigmoid(self.cont(features).squeeze(-1))
+        return {"h": h, "z": z}, features, reward, cont
 
     def step(
         self, state: State, action: Tensor, noise: Tensor | None = None
@@ -255,10 +331,5 @@ class RSSMWorldModel(nn.Module):
         ``noise`` (B, S, K) samples the prior; None takes its mode. The latent is
         the feature vector [h, z] that :meth:`decode` turns into a frame.
         """
-        no_reset = torch.zeros(action.shape[0], dtype=torch.bool, device=action.device)
-        h, prior = self.img_step(state, action, no_reset)
-        z = sample_one_hot(prior, noise).flatten(-2)
-        features = torch.cat([h, z], -1)
-        reward = self.two_hot.mean(self.reward(features))
-        cont = torch.sigmoid(self.cont(features).squeeze(-1))
-        return {"h": h, "z": z}, reward, cont, features
+        state, features, reward, cont = self.imagine(state, action, noise)
+        return state, reward, cont, features
