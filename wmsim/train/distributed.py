@@ -102,6 +102,18 @@ def split_batch(batch: int, ranks: Ranks) -> int:
     return batch // ranks.world
 
 
+def rank_share(share: float, batch: int, ranks: Ranks) -> float:
+    """This rank's share of event windows such that the ranks' add up to ``share`` of ``batch``.
+
+    Each rank rounding its own share would lose them: a quarter of 4 windows
+    is 1, of 2 windows (on each of 2 ranks) none. The global count is split
+    instead, the first ranks taking one more where it does not divide.
+    """
+    count = int(round(share * batch))
+    mine = count // ranks.world + (ranks.rank < count % ranks.world)
+    return mine / (batch // ranks.world)
+
+
 def agree(
     metrics: dict[str, float], stop: bool, ranks: Ranks, device: torch.device
 ) -> tuple[dict[str, float], bool]:

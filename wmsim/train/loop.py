@@ -42,6 +42,7 @@ from wmsim.train.distributed import (
     join,
     leave,
     rank_seed,
+    rank_share,
     ranks_from_env,
     split_batch,
 )
@@ -150,6 +151,7 @@ class Trainer:
         c, seed, ranks = self.config, args.seed, ranks or Ranks()
         self.ranks, self.seed, self.rank_batch = ranks, seed, split_batch(c.batch, ranks)
         self.device = device
+        self.event_share = rank_share(c.event_share, c.batch, ranks)
         self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
         if len(self.train_starts) < c.batch:
             raise UserError(
@@ -187,7 +189,7 @@ class Trainer:
         """One gradient step on a sampled batch; returns this rank's metrics."""
         c = self.config
         starts = balanced_starts(
-            self.sampler, self.train_starts, self.event_starts, self.rank_batch, c.event_share,
+            self.sampler, self.train_starts, self.event_starts, self.rank_batch, self.event_share,
             self.rng,
         )  # fmt: skip
         batch = to_torch(self.replay.gather(starts, c.length), self.device)
