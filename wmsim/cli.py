@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -139,19 +141,58 @@ def _interrupted(out: Path) -> int:
 def _train(argv: list[str]) -> int:
     import tyro
 
+    from wmsim.train.distributed import ranks_from_env
     from wmsim.train.loop import TrainArgs, train, with_defaults
 
     args = tyro.cli(TrainArgs, prog="wmsim train", args=argv)
+    if args.nproc < 1:
+        raise UserError("--nproc must be at least 1")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _train_ranks(argv, args.nproc)
+    main = ranks_from_env().main  # the other ranks of a distributed run keep quiet
     try:
         metrics = train(args)
     except KeyboardInterrupt:
-        return _interrupted(args.out)
+        return _interrupted(args.out) if main else 130
+    if not main:
+        return 0
     args = with_defaults(args)[0]
     shown = [f"h{h}_{kind}" for h in (1, 4, 16) for kind in ("mse", "copy_mse")]
     shown += [f"{name}_object_recall" for name in ("recon", "h1", "h4")]
     summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if k in metrics)
     print(f"trained {args.out} to step {args.steps}" + (f"; held-out {summary}" if summary else ""))
     return 0
+
+
+def _train_ranks(argv: list[str], nproc: int) -> int:
+    """``wmsim train --nproc N``: the same command without it, as N ranks under torchrun.
+
+    Ctrl-C reaches every process of the terminal, and SIGTERM is passed on to
+    torchrun, which passes it to the ranks: they finish the step, rank 0 saves.
+    """
+    rest = [a for i, a in enumerate(argv) if not a.startswith("--nproc") and
+            not (i and argv[i - 1] == "--nproc")]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "wmsim", "train", *rest]  # fmt: skip
+    process = subprocess.Popen(command)
+    stopped = []
+
+    def forward(signum, frame) -> None:
+        stopped.append(signum)
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                stopped.append(signal.SIGINT)  # the ranks got it too; wait for their checkpoint
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # torchrun reports ranks that stopped on an interrupt as failed; the command says interrupted
+    return 130 if stopped and code != 0 else code
 
 
 def _dream(argv: list[str]) -> int:

@@ -40,13 +40,16 @@ class RunDirectory:
         kind: the loop's kind (see ``checkpoint.KINDS``), the tag of its
             checkpoints; a resume refuses a run of another kind.
         resume: continue the run there (``--resume``) rather than start one.
+        writer: this process writes the directory. Of the processes of a
+            distributed run only rank 0 does; the others read the checkpoint
+            they resume from and write nothing.
 
     Raises:
         UserError: ``path`` is a file, holds a run and ``resume`` is not set,
             or holds none and it is.
     """
 
-    def __init__(self, path: Path, kind: str, *, resume: bool):
+    def __init__(self, path: Path, kind: str, *, resume: bool, writer: bool = True):
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UserError(f"{path} is a file; --out must be a directory")
@@ -57,7 +60,7 @@ class RunDirectory:
             )
         if resume and not has_checkpoint:
             raise UserError(f"{path} holds no run to resume; drop --resume to start one")
-        self.path, self.kind, self.resume = path, kind, resume
+        self.path, self.kind, self.resume, self.writer = path, kind, resume, writer
 
     def open(
         self, config: dict[str, Any], keys: tuple[str, ...], device: torch.device
@@ -69,8 +72,9 @@ class RunDirectory:
         :func:`check_same_run`).
         """
         if not self.resume:
-            self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path / "config.json", config)
+            if self.writer:
+                self.path.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(self.path / "config.json", config)
             return None
         saved = load_checkpoint(self.path, device)
         if checkpoint_kind(saved) != self.kind:
@@ -79,8 +83,9 @@ class RunDirectory:
         return saved
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` as the run's checkpoint, tagged with the run's kind."""
-        save_checkpoint(self.path, {"kind": self.kind, **state})
+        """Write ``state`` as the run's checkpoint, tagged with the run's kind (by the writer)."""
+        if self.writer:
+            save_checkpoint(self.path, {"kind": self.kind, **state})
 
     @contextmanager
     def running(
@@ -89,10 +94,11 @@ class RunDirectory:
         """The loop's log and progress bar, from ``step`` of ``total``; closed when it ends.
 
         Inside, SIGTERM raises KeyboardInterrupt as Ctrl-C does; on either,
-        ``checkpoint()`` saves the run before the interrupt goes on.
+        ``checkpoint()`` saves the run before the interrupt goes on. A process
+        that is not the writer gets a log that keeps nothing and no bar.
         """
-        log = RunLog(self.path, step)
-        bar = tqdm(total=total, initial=step, disable=not progress, unit="step")
+        log = RunLog(self.path, step) if self.writer else NoLog()
+        bar = tqdm(total=total, initial=step, disable=not (progress and self.writer), unit="step")
         restore_sigterm = sigterm_interrupts()
         try:
             yield log, bar
@@ -103,6 +109,16 @@ class RunDirectory:
             restore_sigterm()
             bar.close()
             log.close()
+
+
+class NoLog:
+    """A :class:`RunLog` that keeps nothing: the log of a process that writes no files."""
+
+    def log(self, step: int, kind: str, metrics: dict[str, Any]) -> None:
+        """Drop ``metrics``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def check_same_run(
@@ -153,3 +169,24 @@ def sigterm_interrupts() -> Callable[[], None]:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """Within, Ctrl-C and SIGTERM raise no KeyboardInterrupt; the yielded function says if one came.
+
+    A loop polls it between steps and stops there. The processes of a distributed
+    run must stop at the same step: one interrupted inside a collective would
+    leave the others waiting for it. Outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -6,6 +6,11 @@ Ctrl-C), ``metrics.jsonl`` and ``tb/`` (TensorBoard). ``--resume`` restores
 the model, optimizer, every random generator and the sampler's counts, so on
 CPU with a fixed seed a resumed run ends exactly where an uninterrupted one
 would (``tests/train/test_loop.py``).
+
+Under ``torchrun`` (or with ``--nproc``) the run trains data-parallel: each
+process draws ``batch / world`` windows per step, the gradients are averaged,
+and rank 0 alone writes the directory and evaluates (:mod:`wmsim.train.distributed`,
+``docs/world-models.md``).
 """
 
 from __future__ import annotations
@@ -23,11 +28,24 @@ import torch
 from wmsim.configs import from_dict, to_dict
 from wmsim.devices import autocast_dtype, resolve_device
 from wmsim.errors import UserError
-from wmsim.model import make_world_model
+from wmsim.model import REMConfig, make_world_model
 from wmsim.replay import SAMPLERS, Replay
 from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
-from wmsim.run_dir import RunDirectory
+from wmsim.run_dir import RunDirectory, deferred_interrupts
 from wmsim.train.config import TrainConfig, preset
+from wmsim.train.distributed import (
+    ParallelLoss,
+    Ranks,
+    agree,
+    broadcast_parameters,
+    gather,
+    join,
+    leave,
+    rank_seed,
+    rank_share,
+    ranks_from_env,
+    split_batch,
+)
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
 from wmsim.train.step import make_optimizer, to_torch, world_model_step
 
@@ -61,9 +79,14 @@ class TrainArgs:
     """Steps between evaluations (default: the preset's)."""
     checkpoint_every: int | None = None
     """Steps between checkpoints (default: the preset's)."""
+    log_every: int | None = None
+    """Steps between logged training metrics (default: the preset's)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Arithmetic of the training step: bf16 autocast (about 1.9x faster on CPUs with AVX512-BF16
     and on GPUs), fp32, or auto: bf16 where the hardware has it natively."""
+    nproc: int = 1
+    """Processes on this machine, one GPU each (or CPU processes), training data-parallel: the
+    command starts torchrun with them. --batch is the global batch, split over them."""
 
 
 def with_defaults(args: TrainArgs) -> tuple[TrainArgs, str | None]:
@@ -99,7 +122,7 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
     """The run's full config: the preset with the command's overrides, as saved JSON."""
     overrides = {
         name: getattr(args, name)
-        for name in ("batch", "length", "eval_every", "checkpoint_every")
+        for name in ("batch", "length", "eval_every", "checkpoint_every", "log_every")
         if getattr(args, name) is not None
     }
     train = dataclasses.replace(preset(args.preset), **overrides)
@@ -115,13 +138,20 @@ def resolve(args: TrainArgs, replay: Replay) -> dict[str, Any]:
 
 
 class Trainer:
-    """Everything a run keeps between steps: model, optimizer, randomness, data split."""
+    """Everything a run keeps between steps: model, optimizer, randomness, data split.
 
-    def __init__(self, args: TrainArgs, device: torch.device):
+    Each of ``ranks`` draws its own share of the batch with its own random
+    streams; with more than one, the gradients are averaged over them.
+    """
+
+    def __init__(self, args: TrainArgs, device: torch.device, ranks: Ranks | None = None):
         self.replay = Replay(args.data)
         self.resolved = resolve(args, self.replay)
         self.config: TrainConfig = from_dict(self.resolved["train"])
-        c, seed = self.config, args.seed
+        c, seed, ranks = self.config, args.seed, ranks or Ranks()
+        self.ranks, self.seed, self.rank_batch = ranks, seed, split_batch(c.batch, ranks)
+        self.device = device
+        self.event_share = rank_share(c.event_share, c.batch, ranks)
         self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
         if len(self.train_starts) < c.batch:
             raise UserError(
@@ -136,24 +166,38 @@ class Trainer:
         torch.manual_seed(seed)
         self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
         self.optimizer = make_optimizer(self.model, c)
-        self.rng = np.random.default_rng(seed)
-        self.noise = torch.Generator(device).manual_seed(seed)
-        self.sampler = SAMPLERS[c.sampler]()
+        self.learner = self.model if ranks.world == 1 else ParallelLoss(self.model, device)
+        # REM's dead-code restarts move codebook entries onto each rank's own batch
+        self.edits_parameters = (
+            isinstance(c.model, REMConfig) and c.model.tokenizer.restart_dead_codes
+        )
+        self._seed_streams(rank_seed(seed, ranks.rank))
         events = event_rows(self.replay, life_loss=c.model.life_loss_ends)
         self.event_starts = windows_with_events(self.train_starts, events, c.length)
         self.autocast = autocast_dtype(args.precision, device)
-        self.device, self.step = device, 0
+        self.step = 0
+
+    def _seed_streams(self, seed: int) -> None:
+        """This rank's window sampling, latent noise and (for ranks but 0) torch's own stream."""
+        self.rng = np.random.default_rng(seed)
+        self.noise = torch.Generator(self.device).manual_seed(seed)
+        self.sampler = SAMPLERS[self.config.sampler]()
+        if not self.ranks.main:  # rank 0's stream seeded the model, the same on every rank
+            torch.manual_seed(seed)
 
     def train_step(self) -> dict[str, float]:
-        """One gradient step on a sampled batch; returns its metrics."""
+        """One gradient step on a sampled batch; returns this rank's metrics."""
         c = self.config
         starts = balanced_starts(
-            self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
-        )
+            self.sampler, self.train_starts, self.event_starts, self.rank_batch, self.event_share,
+            self.rng,
+        )  # fmt: skip
         batch = to_torch(self.replay.gather(starts, c.length), self.device)
         metrics = world_model_step(
-            self.model, self.optimizer, batch, c, self.step, self.noise, self.autocast
+            self.learner, self.optimizer, batch, c, self.step, self.noise, self.autocast
         )
+        if self.edits_parameters:
+            broadcast_parameters(self.model, self.ranks)
         self.step += 1
         return metrics
 
@@ -166,62 +210,105 @@ class Trainer:
             self.model, self.eval_windows, self.config.context, life_loss_ends=life_loss_ends
         )
 
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint holds."""
+    def streams(self) -> dict[str, Any]:
+        """This rank's randomness and sampler counts: what resuming it exactly needs."""
         return {
-            "step": self.step,
-            "config": self.resolved,
-            "action_meanings": self.replay.action_meanings,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "rng_numpy": self.rng.bit_generator.state,
             "rng_noise": self.noise.get_state(),
             "rng_torch": torch.get_rng_state(),
             "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
         }
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds: rank 0's streams as a one-process run's, the others' apart.
+
+        Every rank must call it (it gathers the streams on rank 0); only rank 0's is complete.
+        """
+        streams = gather(self.streams(), self.ranks)
+        return {
+            "step": self.step,
+            "config": self.resolved,
+            "action_meanings": self.replay.action_meanings,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **(streams[0] if streams else {}),
+            "world": self.ranks.world,
+            "other_ranks": streams[1:],
+        }
+
     def restore(self, saved: dict[str, Any]) -> None:
-        """Continue from a checkpoint's state."""
+        """Continue from a checkpoint's state, possibly saved by another number of ranks.
+
+        A rank the saved run had takes its streams back; a rank it lacked starts
+        streams of its own, seeded by the run's seed, its rank and the step.
+        """
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.rng.bit_generator.state = saved["rng_numpy"]
-        self.noise.set_state(saved["rng_noise"])
-        torch.set_rng_state(saved["rng_torch"])
-        self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
         self.step = saved["step"]
+        saved_ranks = [saved, *saved.get("other_ranks", [])]
+        if self.ranks.rank >= len(saved_ranks):
+            self._seed_streams(rank_seed(self.seed, self.ranks.rank, self.step))
+            return
+        streams = saved_ranks[self.ranks.rank]
+        self.rng.bit_generator.state = streams["rng_numpy"]
+        self.noise.set_state(streams["rng_noise"])
+        torch.set_rng_state(streams["rng_torch"])
+        self.sampler.load_state_dict({k: v.numpy() for k, v in streams["sampler"].items()})
 
 
 def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
     """Train until the run in ``args.out`` reaches ``args.steps`` steps; return the last evaluation.
 
+    Under torchrun every process calls it; rank 0 returns the evaluation, the others ``{}``.
+
     Raises:
         UserError: bad data, preset or run directory (see the messages).
-        KeyboardInterrupt: on Ctrl-C or SIGTERM (a scheduler's stop), after saving a
-            checkpoint at the current step.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (a scheduler's stop), after the step under
+            way and a checkpoint at it.
     """
     args, note = with_defaults(args)
     preset(args.preset)  # an unknown name is the first thing to report
-    run_dir = RunDirectory(args.out, "train", resume=args.resume)
-    trainer = Trainer(args, resolve_device(args.device))
+    ranks = ranks_from_env()
+    if args.nproc != 1:
+        raise UserError("--nproc starts torchrun on the command line; under torchrun leave it out")
+    run_dir = RunDirectory(args.out, "train", resume=args.resume, writer=ranks.main)
+    device = join(ranks, resolve_device(args.device))
+    try:
+        last_eval = _train(args, run_dir, Trainer(args, device, ranks), progress, note)
+    except KeyboardInterrupt:
+        leave(ranks)  # all ranks stopped at one step; torchrun ends rank 0 if the others exit
+        raise
+    leave(ranks)
+    return last_eval
+
+
+def _train(
+    args: TrainArgs, run_dir: RunDirectory, trainer: Trainer, progress: bool, note: str | None
+) -> dict[str, float]:
     saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
     if saved is not None:
         trainer.restore(saved)
-    if note and progress:  # said once the input is known to be good: an error stays one line
+    c, ranks, last_eval = trainer.config, trainer.ranks, {}
+    if note and progress and ranks.main:  # said once the input is known good: errors stay one line
         print(f"wmsim train: {note}", file=sys.stderr)
-    c, last_eval = trainer.config, {}
-    with run_dir.running(
-        trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
-    ) as (log, bar):
+    with (
+        run_dir.running(
+            trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
+        ) as (log, bar),
+        deferred_interrupts() as interrupted,
+    ):
         while trainer.step < args.steps:
-            metrics = trainer.train_step()
+            metrics, stop = agree(trainer.train_step(), interrupted(), ranks, trainer.device)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.1f}", refresh=False)
             done = trainer.step == args.steps
             if trainer.step % c.log_every == 0 or done:
                 log.log(trainer.step, "train", metrics)
-            if trainer.step % c.eval_every == 0 or done:
+            if ranks.main and (trainer.step % c.eval_every == 0 or done):
                 last_eval = trainer.evaluate()
                 log.log(trainer.step, "eval", last_eval)
             if trainer.step % c.checkpoint_every == 0 or done:
                 run_dir.save(trainer.state())
+            if stop:  # every rank learns of it at the same step, so all stop here
+                raise KeyboardInterrupt
     return last_eval
