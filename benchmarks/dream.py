@@ -13,7 +13,16 @@ exported to a bundle, then dreamed from primed states at each batch size:
 beside ale-py's ``AtariVectorEnv`` on the same machine (64x64 RGB frames,
 frame skip 4, as wmsim collects), its throughput at the same batch sizes.
 
+``--device cuda`` dreams on the GPU (onnxruntime-gpu; torch eager too where this torch
+has CUDA, else its columns show ``-``); the emulator always plays on the CPU. Naming
+``--device`` adds what a GPU run must show: the execution provider each graph's nodes
+ran on (from onnxruntime's profile: a CUDA session can still place nodes on the CPU),
+failing if a graph runs no node on CUDA, and issue 19's targets for one H100 beside the
+best rates measured. ``scripts/gpu-bench.sh`` runs it so on a GPU machine.
+
     python benchmarks/dream.py [--preset tiny-s5 | --bundle PATH] [--batches 1 16 64 256]
+                               [--device cuda] [--pixel-batches 256 1024]
+                               [--latent-batches 256 1024 4096] [--ale-batches 256 1024]
 """
 
 from __future__ import annotations
@@ -36,16 +45,23 @@ from wmsim.model import make_world_model
 from wmsim.train.config import preset
 
 ACTIONS = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+GPU_TARGETS = {"pixels": 100_000, "latent": 1_000_000}
+"""Issue 19: dreamed steps/s on one H100, summed over the batch."""
 
 
-def rate(fn, batch: int, steps: int, repeats: int) -> float:
-    """Steps/s summed over the batch: the best of ``repeats`` runs of ``steps`` calls."""
+def rate(fn, batch: int, steps: int, repeats: int, finish=lambda: None) -> float:
+    """Steps/s summed over the batch: the best of ``repeats`` runs of ``steps`` calls.
+
+    ``finish`` waits for queued work (CUDA kernels run after their call returns).
+    """
     fn()
+    finish()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
             fn()
+        finish()
         best = min(best, time.perf_counter() - start)
     return batch * steps / best
 
@@ -62,28 +78,30 @@ def fake_contexts(count: int, context: int) -> dict[str, np.ndarray]:
 
 
 def torch_rate(model, contexts, batch, pixels, steps, repeats) -> float:
+    device = next(model.parameters()).device
     rows = np.arange(batch) % len(contexts["frames"])
     with torch.no_grad():
-        state = model.observe(*(torch.from_numpy(contexts[k][rows])
+        state = model.observe(*(torch.from_numpy(contexts[k][rows]).to(device)
                                 for k in ("frames", "actions", "is_first")))  # fmt: skip
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device).manual_seed(0)
     box = {"state": state}
 
     @torch.no_grad()
     def step():
-        action = torch.randint(len(ACTIONS), (batch,), generator=generator)
-        noise = torch.rand((batch, *model.noise_shape), generator=generator)
+        action = torch.randint(len(ACTIONS), (batch,), generator=generator, device=device)
+        noise = torch.rand((batch, *model.noise_shape), generator=generator, device=device)
         box["state"], _, _, latent = model.step(box["state"], action, noise)
         if pixels:
             model.decode(latent)
 
-    return rate(step, batch, steps, repeats)
+    finish = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    return rate(step, batch, steps, repeats, finish)
 
 
-def runtime_rate(bundle, batch, pixels, steps, repeats, threads) -> float:
+def runtime_rate(bundle, batch, pixels, steps, repeats, device, threads) -> float:
     from wmsim.runtime.graphs import Runtime
 
-    runtime = Runtime(bundle, batch, device="cpu", threads=threads, decode=pixels)
+    runtime = Runtime(bundle, batch, device=device, threads=threads, decode=pixels)
     rows = np.arange(batch)
     runtime.reset(rows, rows % runtime.num_contexts)
     rng = np.random.default_rng(0)
@@ -98,13 +116,13 @@ def runtime_rate(bundle, batch, pixels, steps, repeats, threads) -> float:
     return rate(step, batch, steps, repeats)
 
 
-def env_rate(bundle, batch, pixels, steps, repeats, threads) -> float | None:
+def env_rate(bundle, batch, pixels, steps, repeats, device, threads) -> float | None:
     """Dreamed steps/s through DreamVectorEnv: rows reset by autoreset in a step do not count."""
     try:
         from wmsim_client.vector import DreamVectorEnv
     except ImportError:
         return None
-    env = DreamVectorEnv(num_envs=batch, model=bundle.path, device="cpu", threads=threads,
+    env = DreamVectorEnv(num_envs=batch, model=bundle.path, device=device, threads=threads,
                          obs_type="pixels" if pixels else "latent")  # fmt: skip
     env.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -131,10 +149,92 @@ def ale_rate(batch: int, steps: int, repeats: int) -> float:
     return result
 
 
+def placement(bundle, device: str, threads) -> tuple[list[str], dict[str, dict[str, list]]]:
+    """(The sessions' providers, per graph and provider [nodes, kernel µs] of one call at batch 2).
+
+    A session with the CUDA provider may still place nodes on the CPU, so each graph runs
+    once more in a profiled session made with the runtime's own providers and options: the
+    profile names the provider of every node it ran (memory copies between them left out).
+    """
+    import onnxruntime as ort
+
+    from wmsim.bundle import STATE_IN
+    from wmsim.runtime.graphs import Runtime
+
+    runtime = Runtime(bundle, 2, device=device, threads=threads)
+    rows = np.arange(2)
+    runtime.reset(rows, rows % runtime.num_contexts)
+    contexts = {k: v[:2] for k, v in runtime.contexts.items()}
+    noise = np.random.default_rng(0).random((2, *bundle.spec["noise"]["shape"]), np.float32)
+    feeds = {
+        "observe": {**contexts, "actions": np.asarray(contexts["actions"], np.int64)},
+        "step": {**{STATE_IN + k: v for k, v in runtime.arena.items()},
+                 "action": np.zeros(2, np.int64), "noise": noise},
+        "decode": {"latent": runtime.latents},
+    }  # fmt: skip
+    found: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, feed in feeds.items():
+            live = runtime.graphs.sessions[name]
+            options = ort.SessionOptions()
+            options.enable_profiling, options.profile_file_prefix = True, f"{tmp}/{name}"
+            providers = live.get_providers()
+            session = ort.InferenceSession(
+                bundle.read_graph(name), options, providers=providers,
+                provider_options=[live.get_provider_options()[p] for p in providers],
+            )  # fmt: skip
+            session.run(None, feed)
+            for event in json.loads(Path(session.end_profiling()).read_text()):
+                args = event.get("args", {})
+                if event.get("cat") != "Node" or args.get("op_name", "").startswith("Memcpy"):
+                    continue
+                if event["name"].endswith("_kernel_time"):
+                    count = found.setdefault(name, {}).setdefault(args["provider"], [0, 0.0])
+                    count[0], count[1] = count[0] + 1, count[1] + event["dur"]
+    return providers, found
+
+
+def show_placement(found: dict[str, dict[str, list[float]]], device: str) -> None:
+    """One line per graph; exits when ``device`` is cuda and a graph ran no node on CUDA."""
+    for name, providers in found.items():
+        total = sum(micros for _, micros in providers.values()) or 1.0
+        nodes = ", ".join(f"{n} on {p.removesuffix('ExecutionProvider')}"
+                          for p, (n, _) in providers.items())  # fmt: skip
+        cuda = providers.get("CUDAExecutionProvider", [0, 0.0])
+        print(f"  {name}: {nodes} ({cuda[1] / total:.0%} of kernel time on CUDA)")
+        if device == "cuda" and not cuda[0]:
+            raise SystemExit(
+                f"dream.py: the {name} graph ran no node on CUDA (a silent CPU fallback): "
+                "check that onnxruntime-gpu alone is installed and finds CUDA 12 and cuDNN 9"
+            )
+
+
+def show_targets(rows: list[tuple[str, int, float, float | None]], device: str) -> None:
+    """Issue 19's one-H100 targets beside the best rates measured: env where it ran."""
+    for kind, target in GPU_TARGETS.items():
+        ours = [row for row in rows if row[0] == kind]
+        if not ours:
+            continue
+        ort_batch, ort = max(((b, o) for _, b, o, _ in ours), key=lambda x: x[1])
+        envs = [(b, e) for _, b, _, e in ours if e is not None]
+        env_batch, env = max(envs, key=lambda x: x[1]) if envs else (ort_batch, ort)
+        verdict = "met" if env >= target else "not met"
+        print(f"target on one H100: {kind} {target:,} dream steps/s; measured on {device}: "
+              f"env {env:,.0f} (batch {env_batch}), onnxrt {ort:,.0f} (batch {ort_batch}): "
+              f"{verdict}")  # fmt: skip
+
+
 def ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
+
+
+def number(value: float | None, width: int = 9, suffix: str = "") -> str:
+    """``value`` right-aligned (a ratio: one decimal and ``suffix``), ``-`` where not measured."""
+    if value is None:
+        return f"{'-':>{width}s}"
+    return f"{value:{width - len(suffix)}.{1 if suffix else 0}f}{suffix}"
 
 
 def main() -> None:
@@ -144,10 +244,23 @@ def main() -> None:
         "--bundle", type=Path, help="time this bundle in onnxruntime (torch: its architecture)"
     )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--pixel-batches", type=int, nargs="+", help="default: --batches")
+    parser.add_argument("--latent-batches", type=int, nargs="+", help="default: --batches")
+    parser.add_argument(
+        "--ale-batches", type=int, nargs="+", help="emulator batches (default: all); others: -"
+    )
     parser.add_argument("--steps", type=int, default=32, help="steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where onnxruntime and torch dream (default cpu); naming it adds node placement "
+        "and the GPU targets",
+    )
     args = parser.parse_args()
+    device = args.device or "cpu"
+    batches = {True: args.pixel_batches or args.batches, False: args.latent_batches or args.batches}
     torch.manual_seed(0)
     if args.bundle:
         config = from_dict(json.loads((args.bundle / "config.json").read_text())["train"])
@@ -155,6 +268,9 @@ def main() -> None:
     else:
         config, label = preset(args.preset), f"preset {args.preset}, fresh weights"
     model = make_world_model(config.model, len(ACTIONS)).eval()
+    torch_here = device == "cpu" or torch.cuda.is_available()
+    if device == "cuda" and torch_here:
+        model = model.to("cuda")
     contexts = fake_contexts(16, config.context)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = open_bundle(args.bundle) if args.bundle else write_bundle(
@@ -164,18 +280,34 @@ def main() -> None:
         print(f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), onnxruntime {ort_version()}, {label}, "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")  # fmt: skip
+        if args.device:
+            providers, found = placement(bundle, device, args.threads)
+            eager_on = device if torch_here else "- (this torch has no CUDA)"
+            print(f"device {device}: torch eager on {eager_on}; the emulator (ALE) on the CPU, "
+                  f"{os.cpu_count()} cores; onnxruntime sessions on {', '.join(providers)}; "
+                  "nodes per provider, one profiled call per graph:")  # fmt: skip
+            show_placement(found, device)
         print("steps/s summed over the batch; ratios against torch eager and the real emulator")
         print(f"{'':8s}{'batch':>6s}{'torch':>9s}{'onnxrt':>9s}{'x torch':>9s}{'env':>9s}"
               f"{'ALE':>9s}{'ort/ALE':>9s}")  # fmt: skip
-        ale = {b: ale_rate(b, args.steps, args.repeats) for b in args.batches}
+        everything = sorted({b for kind in batches.values() for b in kind})
+        ale = {b: ale_rate(b, args.steps, args.repeats) for b in args.ale_batches or everything}
+        rows = []
         for pixels in (True, False):
-            for b in args.batches:
-                eager = torch_rate(model, contexts, b, pixels, args.steps, args.repeats)
-                ort = runtime_rate(bundle, b, pixels, args.steps, args.repeats, args.threads)
-                env = env_rate(bundle, b, pixels, args.steps, args.repeats, args.threads)
-                shown = f"{env:9.0f}" if env is not None else f"{'-':>9s}"
-                print(f"{'pixels' if pixels else 'latent':8s}{b:6d}{eager:9.0f}{ort:9.0f}"
-                      f"{ort / eager:8.1f}x{shown}{ale[b]:9.0f}{ort / ale[b]:8.1f}x")  # fmt: skip
+            kind = "pixels" if pixels else "latent"
+            for b in batches[pixels]:
+                eager = (torch_rate(model, contexts, b, pixels, args.steps, args.repeats)
+                         if torch_here else None)  # fmt: skip
+                ort = runtime_rate(bundle, b, pixels, args.steps, args.repeats, device,
+                                   args.threads)  # fmt: skip
+                env = env_rate(bundle, b, pixels, args.steps, args.repeats, device, args.threads)
+                played = ale.get(b)
+                print(f"{kind:8s}{b:6d}{number(eager)}{number(ort)}"
+                      f"{number(eager and ort / eager, suffix='x')}{number(env)}{number(played)}"
+                      f"{number(played and ort / played, suffix='x')}")  # fmt: skip
+                rows.append((kind, b, ort, env))
+        if args.device:
+            show_targets(rows, device)
 
 
 if __name__ == "__main__":
