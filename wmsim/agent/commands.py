@@ -29,7 +29,7 @@ class AgentTrainArgs:
     env_steps: int = 100_000
     """Env steps the run should reach (the Atari 100k budget); with --resume, more than done."""
     preset: str = "storm"
-    """Agent preset: storm, drama, s5, or tiny, tiny-drama, tiny-s5, tiny-gru (a CPU hour)."""
+    """Agent preset: storm, drama, s5, dreamerv2, rem, or their tiny forms (a CPU hour)."""
     resume: bool = False
     """Continue the run in --out from its checkpoint."""
     world_model: Path | None = None

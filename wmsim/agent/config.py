@@ -8,7 +8,11 @@ contexts of 8 frames. ``s5`` is STORM's schedule with DreamerV3's form of the
 actor-critic. ``dreamerv2`` is DreamerV2's Atari agent (Hafner et al., ICLR 2021) on
 its RSSM: imagination from every posterior state of 16 replayed windows of 50
 frames, 15 imagined steps, one update every 16 env steps after 50,000 random
-ones. The ``tiny`` ones train on a laptop CPU within an hour.
+ones. ``rem`` is REM's agent (Cohen et al., ICML 2024) in the form of wmsim's
+actor-critic: dreams of 9 policy steps from the last of 2 real frames, 128 per
+update, on the tokenizer's code map of each frame, with REM's gamma, lambda,
+entropy weight, optimizer and clip (``docs/agent.md`` names the departures).
+The ``tiny`` ones train on a laptop CPU within an hour.
 """
 
 from __future__ import annotations
@@ -77,6 +81,20 @@ DREAMERV2_SCHEDULE = {
     "warmup_steps": 50_000, "train_every": 16, "imagine_batch": 16, "context": 50,
     "horizon": 15, "hard_ends": False,
 }  # fmt: skip
+REM_AC = ActorCriticConfig(
+    # REINFORCE with a baseline, unscaled advantages, the textbook lambda-return
+    form="dreamerv2", act_on="posterior", gamma=0.995, lam=0.95, entropy=1e-3, rho=1.0,
+    # REM's controller: a 512-wide trunk (Linear and an LSTMCell), SiLU, scalar heads
+    actor_width=512, actor_layers=2, critic_width=512, critic_layers=2, activation="silu",
+    # REM bootstraps from the critic itself: the slow critic is its copy of one update before
+    slow_decay=0.0, slow_every=1, slow_reg=0.0,
+    optimizer="adamw", lr=1e-4, eps=1e-8, grad_clip=3.0,
+)  # fmt: skip
+REM_SCHEDULE = {
+    # the world model starts at REM's epoch 25 (5,000 steps); 2 real frames seed 9 policy steps
+    "warmup_steps": 5_000, "train_every": 1, "imagine_batch": 128, "context": 2, "horizon": 9,
+    "hard_ends": False,  # the ends are sampled: the flags are 0 or 1 already
+}  # fmt: skip
 TINY = {"actor_width": 128, "critic_width": 128, "lr": 3e-4, "warmup": 0}
 TINY_SCHEDULE = {
     # half STORM's context and a sixteenth of its imagined batch: encoding the contexts'
@@ -119,14 +137,13 @@ AGENT_PRESETS: dict[str, AgentConfig] = {
         # 256 starts, as many frames as the other tiny presets encode per round
         **{**TINY_SCHEDULE, "imagine_batch": 16, "context": 16, "horizon": 15, "hard_ends": False},
     ),
+    "rem": AgentConfig(world_model="rem", actor_critic=REM_AC, **REM_SCHEDULE),
+    "tiny-rem": AgentConfig(
+        world_model="tiny-rem", actor_critic=dataclasses.replace(REM_AC, **TINY),
+        **{**TINY_SCHEDULE, **{k: REM_SCHEDULE[k] for k in ("context", "horizon", "hard_ends")}},
+    ),
 }  # fmt: skip
 """Agent preset name -> its config."""
-
-UNSUPPORTED = {
-    "rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
-    "tiny-rem": "REM's token model (its agent is an LSTM over the tokenizer's frames)",
-}
-"""World-model presets the reference agent does not train on yet, and why."""
 
 
 def agent_preset(name: str) -> AgentConfig:
@@ -135,11 +152,6 @@ def agent_preset(name: str) -> AgentConfig:
     Raises:
         UserError: no such preset, naming those there are.
     """
-    if name in UNSUPPORTED:
-        raise UserError(
-            f"the reference agent does not run on {UNSUPPORTED[name]} yet; "
-            f"choose one of: {', '.join(AGENT_PRESETS)}"
-        )
     if name not in AGENT_PRESETS:
         raise UserError(f"unknown agent preset {name!r}; choose one of: {', '.join(AGENT_PRESETS)}")
     return AGENT_PRESETS[name]

@@ -16,6 +16,7 @@ reads [z_t, 0] there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,10 @@ class Trajectory:
     world model imagined s_0 too."""
 
 
+DreamStep = Callable[[State, Tensor, torch.Generator], tuple[State, Tensor, Tensor, Tensor]]
+"""(state, action (B,), generator) -> (state, features (B, F), reward (B,), continue (B,))."""
+
+
 def uniform_noise(
     model: AgentWorldModel, shape: tuple[int, ...], generator: torch.Generator, like: Tensor
 ) -> Tensor:
@@ -62,11 +67,13 @@ def rollout(
     generator: torch.Generator,
     *,
     hard_ends: bool = False,
+    dream: DreamStep | None = None,
 ) -> Trajectory:
     """Dream ``horizon`` steps from ``state``, whose features (B, F) are s_0, with the actor.
 
     ``hard_ends``: continue flags are 0 or 1 (the probability's side of 1/2) rather than
-    the predicted probability.
+    the predicted probability. ``dream`` takes each step; by default ``model.imagine``
+    with one uniform noise of the model's shape.
     """
     steps: dict[str, list[Tensor]] = {
         "features": [features],
@@ -76,8 +83,11 @@ def rollout(
     }
     for _ in range(horizon):
         action = agent.act(features, generator)
-        noise = uniform_noise(model, (features.shape[0],), generator, features)
-        state, features, reward, cont = model.imagine(state, action, noise)
+        if dream is None:
+            noise = uniform_noise(model, (features.shape[0],), generator, features)
+            state, features, reward, cont = model.imagine(state, action, noise)
+        else:
+            state, features, reward, cont = dream(state, action, generator)
         if hard_ends:
             cont = (cont > 0.5).to(cont.dtype)
         for name, value in zip(steps, (features, action, reward, cont), strict=True):

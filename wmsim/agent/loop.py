@@ -7,7 +7,8 @@ from replayed contexts, and update the actor-critic on them once. The first
 ``warmup_steps`` steps are played by a uniformly random policy. Where dreams
 start and how real frames are read depend on the world model
 (``wmsim.agent.strategy``): on DreamerV2's RSSM, from every posterior state of
-the contexts, and on the posterior filter.
+the contexts, and on the posterior filter; on REM, from the last of 2 real
+frames, and on the tokenizer's code map of the frame.
 
 A run directory holds ``config.json``, ``replay/`` (every step played, a
 replay ``wmsim train`` and ``wmsim data info`` read), ``checkpoint.pt``
@@ -80,8 +81,8 @@ def resolve_agent(
         if type(from_dict(train).model) not in STRATEGIES:
             raise UserError(
                 f"{world_model} holds a {saved['config'].get('preset')} world model; the reference "
-                "agent trains on the latent-per-frame ones and DreamerV2's RSSM (storm, drama, s5, "
-                "dreamerv2 and their tiny forms)"
+                "agent trains on the latent-per-frame ones, DreamerV2's RSSM and REM (storm, "
+                "drama, s5, dreamerv2, rem and their tiny forms)"
             )
         start = {"run": str(world_model)}  # not its step: that run may train on meanwhile
         # the loop plays the real game with the frames that world model learned from

@@ -5,7 +5,9 @@ start and how it reads a real frame are not. Latent-per-frame models (STORM,
 DRAMA, S5, GRU) imagine from a real context and act as STORM does
 (:mod:`wmsim.agent.imagination`); DreamerV2's RSSM imagines from every
 posterior state of replayed windows and acts on the posterior
-(:mod:`wmsim.agent.posterior`). :data:`STRATEGIES` picks by config type, in
+(:mod:`wmsim.agent.posterior`); REM imagines from the last of 2 real frames
+with POP steps and acts on the tokenizer's code map of the frame
+(:mod:`wmsim.agent.tokens`). :data:`STRATEGIES` picks by config type, in
 one place, as :data:`wmsim.model.WORLD_MODELS` picks the model.
 """
 
@@ -21,8 +23,9 @@ from torch import Tensor
 from wmsim.agent.actor_critic import ActorCritic
 from wmsim.agent.imagination import Trajectory, imagine, read_latent_frame
 from wmsim.agent.posterior import imagine_from_posteriors, read_posterior_frame
+from wmsim.agent.tokens import imagine_from_tokens, read_token_frame
 from wmsim.errors import UserError
-from wmsim.model import AgentWorldModel, LatentWorldModelConfig, RSSMConfig
+from wmsim.model import AgentWorldModel, LatentWorldModelConfig, REMConfig, RSSMConfig
 from wmsim.model.contract import State
 
 
@@ -49,6 +52,10 @@ STRATEGIES: dict[type, Strategy] = {
         imagine_from_posteriors, read_posterior_frame,
         ("obs", "action", "is_first", "is_terminal"), ("posterior",),
     ),
+    REMConfig: Strategy(
+        imagine_from_tokens, read_token_frame,
+        ("obs", "action", "is_first", "is_terminal"), ("posterior",),
+    ),
 }  # fmt: skip
 """World-model config type -> how the reference agent learns in it and acts through it."""
 
@@ -62,7 +69,7 @@ def strategy_for(config: object) -> Strategy:
     if type(config) not in STRATEGIES:
         raise UserError(
             f"the reference agent does not run on a {type(config).__name__} world model yet; "
-            "it runs on the latent-per-frame ones and DreamerV2's RSSM"
+            "it runs on the latent-per-frame ones, DreamerV2's RSSM and REM"
         )
     return STRATEGIES[type(config)]
 

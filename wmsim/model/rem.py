@@ -133,10 +133,20 @@ class REMWorldModel(nn.Module):
     def _states(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return {f"s{i}": state[f"s{i}"] for i in range(self.config.retnet.layers)}
 
-    def _outcome(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Action-token outputs (B, width) -> expected clipped reward (B,), continue prob (B,)."""
-        reward = F.softmax(self.reward_head(h), -1)
-        return reward[:, 2] - reward[:, 0], F.softmax(self.end_head(h), -1)[:, 0]
+    def _outcome(self, h: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Action-token outputs (B, width) -> clipped reward (B,), continue (B,).
+
+        Without ``noise`` the reward's expectation and the continue probability; with
+        uniform ``noise`` (B, 2) a reward drawn from the three classes, in {-1, 0, 1}, and a
+        continue flag drawn from its probability, as REM's agent imagines.
+        """
+        reward = F.softmax(self.reward_head(h), -1)  # (B, 3): sign(r) + 1
+        cont = F.softmax(self.end_head(h), -1)[:, 0]
+        if noise is None:
+            return reward[:, 2] - reward[:, 0], cont
+        # inverse CDF; the clamp catches a cumulative sum that rounds below the draw
+        sign = (noise[:, :1] >= reward.cumsum(-1)).sum(-1).clamp(max=2) - 1
+        return sign.to(reward.dtype), (noise[:, 1] < cont).to(cont.dtype)
 
     def predict(self, tokens: Tensor, actions: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced predictions over whole windows, in one parallel pass.
@@ -276,27 +286,73 @@ class REMWorldModel(nn.Module):
         """One dreamed step: action (B,) -> (state, reward (B,), continue (B,), tokens (B, 64)).
 
         ``noise`` (B, 64, codes) samples the next frame's tokens; None takes each one's mode.
+        The reward is the expected sign and the continue a probability.
         """
+        state, reward, cont = self._dream(state, action, noise, None)
+        return state, reward, cont, state["tokens"]
+
+    def imagine(
+        self,
+        state: dict[str, Tensor],
+        action: Tensor,
+        noise: Tensor | None = None,
+        outcome_noise: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        """:meth:`step` for the agent: action (B,) -> (state, features (B, F), reward, continue).
+
+        ``outcome_noise`` (B, 2) uniform draws the reward in {-1, 0, 1} and the continue flag
+        (REM's imagination); None gives the expected sign and the continue probability.
+        """
+        state, reward, cont = self._dream(state, action, noise, outcome_noise)
+        return state, self.features(state["tokens"]), reward, cont
+
+    @property
+    def feature_size(self) -> int:
+        """Size of :meth:`features`: the 8 x 8 code map of a frame, flattened."""
+        return TOKENS * self.config.tokenizer.code_size
+
+    def features(self, tokens: Tensor) -> Tensor:
+        """Token ids (B, 64) -> the tokenizer's code map z_q (B, 64 * code_size), token-major.
+
+        REM's controller input; the agent reads it of real and dreamed frames alike.
+        """
+        return self._embed(tokens).flatten(1)
+
+    def initial_state(self, batch_size: int, device=None) -> dict[str, Tensor]:
+        """The state of ``batch_size`` rows that have seen nothing: a first frame of token 0."""
+        states = self.retnet.initial_state(batch_size, device, self.action_embed.weight.dtype)
+        return {
+            **states,
+            "tokens": torch.zeros(batch_size, TOKENS, dtype=torch.long, device=device),
+            "position": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "first": torch.ones(batch_size, dtype=torch.bool, device=device),
+        }
+
+    def _dream(self, state, action, noise, outcome_noise):
+        """One dreamed step: (state, reward (B,), continue (B,)); see :meth:`_outcome`."""
         step = self._step_pop if self.config.pop else self._step_tokens
-        states, reward, cont, tokens = step(state, action, noise)
+        states, h, tokens = step(state, action, noise)
+        reward, cont = self._outcome(h, outcome_noise)
         position = state["position"] + BLOCK
         first = torch.zeros_like(state["first"])
-        state = {**states, "tokens": tokens, "position": position, "first": first}
-        return state, reward, cont, tokens
+        return {**states, "tokens": tokens, "position": position, "first": first}, reward, cont
 
     def _step_pop(self, state, action, noise):
-        """Two calls: the pending frame and the action update the state, then 64 tokens at once."""
+        """Two calls: the pending frame and the action update the state, then 64 tokens at once.
+
+        Returns (states, the action token's output (B, width), tokens (B, 64)).
+        """
         batch_size, position = action.shape[0], state["position"]
         x = torch.cat([self._embed(state["tokens"]), self.action_embed(action)[:, None]], 1)
         offsets = torch.arange(BLOCK, device=action.device)
         resets = self._resets(state["first"][:, None], BLOCK)
         h, states = self.retnet(x, position[:, None] + offsets, resets, self._states(state))
-        reward, cont = self._outcome(h[:, -1])
+        action_h = h[:, -1]  # predicts the step's reward and end
         queries = self.query_embed.weight.expand(batch_size, -1, -1)  # (B, 64, width)
         # at the positions the next frame's tokens will take; the state they would give is dropped
         no_resets = torch.zeros_like(resets[:, :TOKENS])
         h, _ = self.retnet(queries, position[:, None] + BLOCK + offsets[:TOKENS], no_resets, states)
-        return states, reward, cont, sample_tokens(self.obs_head(h), noise)
+        return states, action_h, sample_tokens(self.obs_head(h), noise)
 
     def _step_tokens(self, state, action, noise):
         """65 calls: the action, then each sampled token in turn (IRIS)."""
@@ -304,10 +360,9 @@ class REMWorldModel(nn.Module):
         h, states = self.retnet.step(
             self.action_embed(action), position, no_reset, self._states(state)
         )
-        reward, cont = self._outcome(h)
-        tokens = []
+        action_h, tokens = h, []
         for k in range(TOKENS):
             token = sample_tokens(self.obs_head(h), None if noise is None else noise[:, k])
             tokens.append(token)
             h, states = self.retnet.step(self._embed(token), position + 1 + k, no_reset, states)
-        return states, reward, cont, torch.stack(tokens, 1)
+        return states, action_h, torch.stack(tokens, 1)
