@@ -93,7 +93,12 @@ def test_collection_resumes_to_the_target_with_fresh_streams(tmp_path):
 
 def wmsim(*args, **kwargs):
     command = [sys.executable, "-m", "wmsim", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`... &` in a script)
+    # passes SIGINT on ignored, and a child that ignores it never sees the Ctrl-C under test
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs,
+    )  # fmt: skip
 
 
 def wait_for_chunks(out, count, process, timeout=60):
