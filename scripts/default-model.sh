@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the Breakout model that ships inside wmsim (wmsim/bundles/Breakout.wmsim) from real frames,
-# with the project's own commands. About 75 minutes on a 2-core CPU (AVX512-BF16): collection
-# ~30 seconds, training ~67 minutes (30,000 steps of tiny-s5 in bf16), export and its check ~5.
+# with the project's own commands. About 110 minutes on a 2-core CPU (AVX512-BF16): collection
+# ~30 seconds, training ~100 minutes (45,088 steps of tiny-s5 in bf16), export and its check ~5.
 # Everything is seeded; floating-point results may still differ in the last bits on another CPU or
 # thread count.
 set -euo pipefail
@@ -15,7 +15,9 @@ wmsim collect --game Breakout --resize max --steps 120000 --envs 2 --seed 1 --ou
     --policy tracker --epsilon 0.25
 # tiny-s5 weighs the error on moving pixels 21x and draws a quarter of its windows around
 # rewards and lost lives (docs/fidelity.md: "What made the ball appear")
-wmsim train --data "$data" --preset tiny-s5 --steps 30000 --seed 0 --out runs/breakout-default \
+# 45,088: the shipped run was trained to 30,000 steps, resumed, and stopped at 45,088 (a resumed
+# run is exact: it saves its random streams)
+wmsim train --data "$data" --preset tiny-s5 --steps 45088 --seed 0 --out runs/breakout-default \
     --eval-every 2500 --checkpoint-every 500
 # float16 weights: half the size (the package keeps it under 20 MB); --check compares onnxruntime
 # with the torch model on real contexts, fails on any mismatch, then measures the bundle on 10,000
