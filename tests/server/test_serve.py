@@ -293,10 +293,11 @@ def test_a_client_killed_mid_stream_frees_its_envs(server):
 
 def test_the_python_random_agent_example_plays_remote_dreams(server):
     script = Path(__file__).resolve().parents[2] / "clients/examples/random_agent.py"
-    command = [sys.executable, script, "--server", server.address, "--envs", "4", "--steps", "60"]
+    # long enough for random play to end episodes: the default dream ends about 4 per 1,000 steps
+    command = [sys.executable, script, "--server", server.address, "--envs", "8", "--steps", "300"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "4 envs x 60 steps" in result.stdout and "episodes ended" in result.stdout
+    assert "8 envs x 300 steps" in result.stdout and "episodes ended" in result.stdout
 
 
 def test_an_env_dropped_without_close_frees_its_envs(server):
