@@ -298,7 +298,7 @@ class ReplicatedSimulator:
         rows = np.flatnonzero(np.isin(self._home, sessions)).tolist()
         alive = [r.address for r in self.replicas if r.address not in self._lost]
         why = "; ".join(self._lost[a] for a in sorted(addresses))  # each names its server
-        todo = (
+        fix = (
             f"Reset them (env.reset()) to reopen them on the other replicas ({', '.join(alive)}), "
             "or make the env again once `wmsim serve` is back there"
             if alive
@@ -306,7 +306,7 @@ class ReplicatedSimulator:
         )
         return ReplicaLost(
             f"replica {', '.join(sorted(addresses))} went away, and rows {rows} (the sub-envs "
-            f"dreamt there) with it: {why}. {todo}",
+            f"dreamt there) with it: {why}. {fix}",
             replicas=sorted(addresses), rows=rows,
         )  # fmt: skip
 
