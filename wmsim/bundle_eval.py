@@ -49,6 +49,12 @@ class BundleEvalArgs:
     sampled: bool = False
     """Dream as a dream env does, sampling each latent with seeded noise, instead of taking
     the most likely one."""
+    policies: bool = False
+    """Also branch fixed policies (follow the ball, stand still, random) from the same real
+    states into the game and the dream, and print how much of the game's difference between
+    them the dream reproduces (wmsim.contingency); about 20 seconds more."""
+    branches: int = 256
+    """Real mid-play states the policies branch from, 32 steps each (with --policies)."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""
 

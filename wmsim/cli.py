@@ -323,10 +323,19 @@ def _bundle_check(argv: list[str]) -> int:
 
 def _bundle_eval(argv: list[str]) -> int:
     from wmsim.bundle import open_bundle
-    from wmsim.bundle_eval import BundleEvalArgs, evaluate_bundle, json_ready, table
+    from wmsim.bundle_eval import (
+        BundleEvalArgs,
+        evaluate_bundle,
+        json_ready,
+        life_loss_ends,
+        table,
+    )
+    from wmsim.contingency import policy_lines, policy_table
     from wmsim.files import atomic_write_json
 
     args = _parse_positional(BundleEvalArgs, "wmsim bundle eval", argv)
+    if args.branches < 1:
+        raise UserError(f"--branches must be positive, got {args.branches}")
     bundle = open_bundle(args.path)
     metrics = evaluate_bundle(
         bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled
@@ -337,6 +346,11 @@ def _bundle_eval(argv: list[str]) -> int:
         f"{args.steps} real steps (seed {args.seed}); object recall beside copying the last frame"
     )
     print(table(metrics))
+    if args.policies:
+        lives = life_loss_ends(bundle)
+        rates = policy_table(bundle, lives=lives, branches=args.branches, seed=args.seed)
+        print(policy_lines(rates, lives))
+        metrics |= {f"policy_{k}": v for k, v in rates.items()}
     if args.json is not None:
         atomic_write_json(args.json, json_ready(metrics))
         print(f"wrote {args.json}")

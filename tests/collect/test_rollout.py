@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from wmsim.cli import main
 from wmsim.collect.atari import AtariEnv
 from wmsim.collect.rollout import CollectConfig, RandomPolicy, collect, step_flags, stream_seed
 from wmsim.replay import Replay
@@ -177,6 +178,31 @@ def test_the_tracker_policy_returns_the_ball_and_refuses_games_without_a_paddle(
     assert tracker >= 3 * max(random, 2)  # a random policy scores about 1.3 per game
     with pytest.raises(UserError, match="FIRE"):
         TrackerPolicy(AtariEnv(AtariConfig(game="MsPacman")).action_meanings, rng, epsilon=0.1)
+
+
+def test_the_tracker_aims_beside_the_ball_by_a_shift_drawn_at_each_serve():
+    from wmsim.collect.tracker import TrackerPolicy
+
+    meanings = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    empty = np.zeros((64, 64, 3), np.uint8)
+    empty[58, 28:35] = (200, 72, 72)  # the paddle, centred on column 31
+    aligned = empty.copy()
+    aligned[40, 31] = (200, 72, 72)  # the ball right above it
+    moves = []
+    for seed in range(40):
+        tracker = TrackerPolicy(meanings, np.random.default_rng(seed), epsilon=0.0, offset=0.25)
+        assert tracker(empty, True) == 1  # no ball: serve, and draw the shift
+        assert abs(tracker.shift) <= 0.25 * 64
+        moves.append(tracker(aligned, False))
+    assert {2, 3} <= set(moves)  # it aims to both sides of a ball it is already under
+    plain = TrackerPolicy(meanings, np.random.default_rng(0), epsilon=0.0)
+    plain(empty, True)
+    assert plain(aligned, False) == 0
+
+
+def test_a_tracker_offset_outside_0_to_1_is_refused(tmp_path, capsys):
+    assert main(["collect", "--out", str(tmp_path / "r"), "--steps", "10", "--offset", "2"]) != 0
+    assert "--offset" in capsys.readouterr().err
 
 
 def test_a_full_disk_during_collect_is_one_line_and_the_rerun_goes_on(tmp_path):

@@ -240,6 +240,22 @@ class AtariEnv(gymnasium.Env[np.ndarray, np.int64]):
         self._lives = lives
         return self._observation(), reward, terminated, truncated, self._info(life_loss)
 
+    def snapshot(self) -> tuple:
+        """The game where it is now, emulator and random streams included, for :meth:`restore`."""
+        return (
+            self.ale.cloneState(include_rng=True),
+            self._screens.copy(),
+            self._newest,
+            self._lives,
+        )
+
+    def restore(self, snapshot: tuple) -> np.ndarray:
+        """Go back to a :meth:`snapshot` of this env; returns its observation."""
+        state, screens, self._newest, self._lives = snapshot
+        self.ale.restoreState(state)
+        self._screens[:] = screens
+        return self._observation()
+
     def render(self) -> np.ndarray | None:
         """Return the full-resolution frame behind the last observation (``rgb_array``)."""
         if self.render_mode == "rgb_array":

@@ -6,7 +6,10 @@ model trained on them never sees long rallies, a cleared row or a fast ball.
 :class:`TrackerPolicy` moves the paddle under the ball, read from the
 observation's pixels, and serves when no ball is in play; with probability
 ``epsilon`` it acts at random instead, so the data still holds every action in
-every situation and plenty of lost lives.
+every situation and plenty of lost lives. With ``offset`` it aims beside the
+ball, by a shift drawn anew for every serve: it then misses some balls with
+the paddle close by, so the data shows what decides a bounce (paddle under the
+ball or not) rather than a paddle that is either always there or anywhere.
 
 It reads Breakout's layout (at any observation size): the ball and the paddle
 are the red pixels (200, 72, 72, or fainter once area-resized) below the
@@ -39,9 +42,17 @@ class TrackerPolicy:
         action_meanings: the game's actions; must include FIRE, LEFT and RIGHT.
         rng: draws the random actions.
         epsilon: share of random actions.
+        offset: the largest aiming shift, as a share of the screen width (0: aim at the ball).
     """
 
-    def __init__(self, action_meanings: list[str], rng: np.random.Generator, *, epsilon: float):
+    def __init__(
+        self,
+        action_meanings: list[str],
+        rng: np.random.Generator,
+        *,
+        epsilon: float,
+        offset: float = 0.0,
+    ):
         missing = {"NOOP", "FIRE", "LEFT", "RIGHT"} - set(action_meanings)
         if missing:
             raise UserError(
@@ -50,6 +61,7 @@ class TrackerPolicy:
         needed = ("NOOP", "FIRE", "LEFT", "RIGHT")
         self.index = {name: action_meanings.index(name) for name in needed}
         self.num_actions, self.rng, self.epsilon = len(action_meanings), rng, epsilon
+        self.offset, self.shift = offset, 0.0  # the shift is drawn at every serve
         self.last_ball: float | None = None  # the ball's column one step ago
 
     def __call__(self, obs: np.ndarray, is_first: bool) -> int:
@@ -66,9 +78,12 @@ class TrackerPolicy:
         if self.rng.random() < self.epsilon:
             return int(self.rng.integers(self.num_actions))
         if ball is None or not len(wide):
+            if self.offset:
+                self.shift = self.rng.uniform(-self.offset, self.offset) * size
             return self.index["FIRE"]  # serve (or wait for the paddle to appear)
         if heading is not None:
             ball += 2.0 * (ball - heading)  # meet it where it is going
+        ball += self.shift
         paddle = np.flatnonzero(red[bottom + wide[0]]).mean()
         if ball < paddle - 1:
             return self.index["LEFT"]

@@ -1,0 +1,100 @@
+"""Fixed policies branched from the same real states into game and dream (wmsim.contingency)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from wmsim import contingency
+from wmsim.bundle import open_bundle
+from wmsim.bundle_dream import real_env
+from wmsim.cli import main
+from wmsim.store import EMBEDDED
+
+SHIPPED = EMBEDDED / "Breakout.wmsim"
+MEANINGS = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+
+def test_the_still_policy_serves_a_fifth_of_the_time_and_never_moves():
+    still = contingency.make_policy("still", MEANINGS, 4, seed=0)
+    actions = np.concatenate([still(np.zeros((4, 64, 64, 3), np.uint8), np.ones(4, bool))
+                              for _ in range(2500)])  # fmt: skip
+    assert set(np.unique(actions)) == {0, 1}
+    assert abs(np.mean(actions == 1) - contingency.SERVE) < 0.02
+
+
+def test_an_unknown_policy_is_refused_and_the_tracker_plays_breakout_only():
+    with pytest.raises(ValueError, match="tracker, still, random"):
+        contingency.make_policy("greedy", MEANINGS, 1, seed=0)
+    assert "tracker" in contingency.policies_for("Breakout")
+    assert contingency.policies_for("Pong") == ("still", "random")
+
+
+def test_a_restored_snapshot_replays_the_same_game():
+    env = real_env(open_bundle(SHIPPED).spec)
+    env.reset(seed=4)
+    for _ in range(30):
+        env.step(1)
+    snapshot = env.snapshot()
+    first = [env.step(a)[:2] for a in [3] * 20 + [2] * 20]
+    frame = env.restore(snapshot)
+    again = [env.step(a)[:2] for a in [3] * 20 + [2] * 20]
+    assert all((f == g).all() and r == s for (f, r), (g, s) in zip(first, again, strict=True))
+    assert frame.shape == first[0][0].shape
+
+
+def test_branch_contexts_are_the_real_frames_before_each_branch():
+    spec = open_bundle(SHIPPED).spec
+    env, snapshots, contexts = contingency.branch_points(
+        spec, context=8, branches=5, every=20, seed=2
+    )
+    assert len(snapshots) == 5 and contexts["frames"].shape == (5, 8, 64, 64, 3)
+    assert contexts["actions"].shape == (5, 7) and contexts["is_first"][:, 0].all()
+    for snapshot, frames in zip(snapshots, contexts["frames"], strict=True):
+        assert (env.restore(snapshot) == frames[-1]).all()  # a branch starts where its context ends
+
+
+def test_the_gap_share_is_the_dreams_difference_between_the_games_best_and_worst(monkeypatch):
+    game = {"tracker": (0.8, 0.25), "still": (0.55, 0.65), "random": (0.55, 0.6)}
+    dream = {"tracker": (0.5, 0.6), "still": (0.45, 0.62), "random": (0.48, 0.4)}
+    current = {}
+
+    def fake_policy(name, meanings, n, seed):
+        current["name"] = name
+
+    monkeypatch.setattr(contingency, "make_policy", fake_policy)
+    monkeypatch.setattr(contingency, "game_branches",
+                        lambda *a: np.array([game[current["name"]]]))  # fmt: skip
+    monkeypatch.setattr(contingency, "dream_branches",
+                        lambda *a: np.array([dream[current["name"]]]))  # fmt: skip
+    rates = contingency.policy_table(open_bundle(SHIPPED), lives=True, branches=2, every=10)
+    # rewards: the tracker earns most in the game and still least (random ties it, comes later)
+    assert rates["rewards_gap_share"] == pytest.approx((0.5 - 0.45) / (0.8 - 0.55))
+    # lives: still loses most in the game and the tracker least; the dream loses them alike
+    assert rates["ends_gap_share"] == pytest.approx((0.62 - 0.6) / (0.65 - 0.25))
+    text = contingency.policy_lines(rates, lives=True)
+    assert "lives lost" in text and "rewards 0.20" in text
+
+
+def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
+    bundle = open_bundle(SHIPPED)
+    rates = contingency.policy_table(bundle, lives=True, branches=12, horizon=24, seed=3)
+    assert rates["branches"] == 12
+    for name in contingency.POLICIES:
+        for where in ("game", "dream"):
+            assert 0.0 <= rates[f"{name}_{where}_rewards"] and 0.0 <= rates[f"{name}_{where}_ends"]
+    # standing still in the real game loses more lives than following the ball
+    assert rates["still_game_ends"] > rates["tracker_game_ends"]
+    again = contingency.policy_table(bundle, lives=True, branches=12, horizon=24, seed=3)
+    assert json.dumps(again) == json.dumps(rates)  # seeded, game and dream (NaN: no gap)
+
+
+def test_bundle_eval_prints_and_saves_the_policy_table(tmp_path, capsys):
+    out = tmp_path / "fidelity.json"
+    argv = ["bundle", "eval", str(SHIPPED), "--steps", "120", "--policies", "--branches", "6"]
+    assert main([*argv, "--json", str(out)]) == 0
+    assert "share of the game's policy gap" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert {"policy_tracker_game_rewards", "policy_rewards_gap_share"} <= set(saved)
+    assert main(["bundle", "eval", str(SHIPPED), "--policies", "--branches", "0"]) != 0
+    assert "--branches" in capsys.readouterr().err
