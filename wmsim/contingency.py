@@ -148,11 +148,14 @@ def dream_branches(graphs, contexts, policy: Policy, horizon: int, seed: int) ->
 
 
 def policy_table(
-    bundle: Bundle, *, lives: bool, branches: int = 96, horizon: int = 32, every: int = 25,
+    bundle: Bundle, *, lives: bool, branches: int = 256, horizon: int = 32, every: int = 25,
     seed: int = 0, device: str = "cpu",
 ) -> dict[str, float]:  # fmt: skip
-    """Per policy, mean rewards and ends per branch in the game and in the dream, and the shares
-    of the game's policy gaps the dream reproduces (``rewards_gap_share``, ``ends_gap_share``)."""
+    """Mean rewards and ends per branch of every policy, in the game and in the dream.
+
+    Also the shares of the game's policy gaps that the dream reproduces
+    (``rewards_gap_share``, ``ends_gap_share``), NaN where the game shows no gap.
+    """
     from wmsim.runtime.graphs import Graphs
 
     if branches < 1 or horizon < 1 or every < 1:

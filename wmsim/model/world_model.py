@@ -54,6 +54,9 @@ class LatentWorldModelConfig:
     (Linear, RMSNorm, SiLU)."""
     depth: int = 32
     """Channels of the first conv layer; later layers have 2, 4 and 8 times as many."""
+    decoder_depth: int = 0
+    """The decoder's ``depth`` (0: the encoder's). Decoding is most of a pixel dream's cost, and
+    its multiply-adds grow with the square of this; see docs/speed.md."""
     norm: bool = True
     """BatchNorm in the encoder and decoder (STORM, DRAMA)."""
     decoder_sigmoid: bool = False
@@ -148,8 +151,9 @@ class LatentWorldModel(nn.Module):
         head = {"width": config.head_width, "layers": config.head_layers, "activation": "relu"}
         self.reward = MLPHead(h, config.reward_bins, **head, **kw)
         self.cont = MLPHead(h, 1, **head, **kw)
+        decoder_depth = config.decoder_depth or config.depth
         self.decoder = ConvDecoder(
-            latent, config.depth, **conv, sigmoid=config.decoder_sigmoid, **kw
+            latent, decoder_depth, **conv, sigmoid=config.decoder_sigmoid, **kw
         )
         self.two_hot = TwoHot(config.reward_bins)
 
