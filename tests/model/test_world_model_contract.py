@@ -54,6 +54,36 @@ def test_observe_step_latent_decode_and_reconstruct_keep_their_shapes(model):
     assert tokens is None or tokens.shape == (3, 64, 64, 3)
 
 
+def test_the_export_form_dreams_and_draws_as_the_model_does(model):
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (3, 2, 64, 64, 3), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, ACTIONS, (3, 1), generator=g)
+    is_first = torch.tensor([[True, False]] * 3)
+    model.eval()
+    form = model.export_form()
+    with torch.no_grad():
+        state = model.observe(frames, actions, is_first)
+        noise = torch.rand((3, *model.noise_shape), generator=g)
+        ours = model.step(state, torch.tensor([0, 1, 2]), noise)
+        theirs = form.step(state, torch.tensor([0, 1, 2]), noise)
+        for a, b in zip(ours[1:], theirs[1:], strict=True):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(form.decode(ours[3]), model.decode(ours[3]))
+    shared = {id(p) for p in model.parameters()} & {id(p) for p in form.parameters()}
+    assert form is model or not shared  # a copy never trains the model's own weights
+
+
+def test_a_one_hot_linear_is_the_linear_on_one_hot_groups():
+    from wmsim.model.networks import OneHotLinear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4 * 8, 5)
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, 8, (6, 4)), 8).float().flatten(1)
+    torch.testing.assert_close(OneHotLinear(linear, 4, 8)(one_hot), linear(one_hot))
+    with pytest.raises(ValueError, match="4 groups of 9"):
+        OneHotLinear(linear, 4, 9)
+
+
 def probes(folder: Path, root: Path = ROOT) -> list[str]:
     """getattr/hasattr calls on a model or a model config: what the contract replaces."""
     found = []

@@ -67,7 +67,7 @@ def compare_with_torch(
         _compare(f"step {t + 1} reward", reward, ref_reward, problems)
         _compare(f"step {t + 1} continue", cont, ref_cont, problems)
         _compare(f"step {t + 1} latent", latent, ref_latent, problems)
-        reference_frames = DecodeGraph(model)(ref_latent)  # what decode.onnx was exported from
+        reference_frames = DecodeGraph(model)(ref_latent)  # decode.onnx: from its export form
         _compare(f"step {t + 1} frame", graphs.decode(latent), reference_frames, problems)
     return problems
 

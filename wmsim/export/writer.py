@@ -155,10 +155,11 @@ def build_graphs(
         "step": [*(state[k] for k in names), action, noise],
         "decode": [latent],
     }
+    form = model.export_form()  # the same outputs, computed more cheaply where it can be
     modules = {
-        "observe": ObserveGraph(model, names),
-        "step": StepGraph(model, names),
-        "decode": DecodeGraph(model),
+        "observe": ObserveGraph(form, names),
+        "step": StepGraph(form, names),
+        "decode": DecodeGraph(form),
     }
     graphs = {}
     for name, (input_names, output_names) in expected_io(names).items():

@@ -48,6 +48,15 @@ class WorldModel(Protocol):
         """Replay windows (B, T, ...) -> the scalar loss and its named parts."""
         ...
 
+    def export_form(self) -> WorldModel:
+        """The model as its exported graphs compute it; for export, never for training.
+
+        The same outputs from the inputs the graphs get (latents as :meth:`step` and
+        :meth:`observe` give them), possibly by fewer operations; itself where there is
+        no shortcut.
+        """
+        ...
+
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The optimizer's parameter groups, in module order (a resumed optimizer needs it)."""
         ...

@@ -10,6 +10,8 @@ shape with ELU and no normalization (set by its preset).
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 from torch import Tensor, nn
 
@@ -114,6 +116,41 @@ class ConvDecoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, input_dim) -> (N, 3, 64, 64)."""
         return self.net(x)
+
+    def for_one_hot(self, groups: int, classes: int) -> ConvDecoder:
+        """A copy for inputs one-hot per group: its first layer gathers (:class:`OneHotLinear`).
+
+        The same frames from such inputs, for a fraction of the first layer's work (about a
+        tenth of a decode at ``depth`` 16, a fifth at 8).
+        """
+        copy = deepcopy(self)
+        copy.net[0] = OneHotLinear(self.net[0], groups, classes)
+        return copy
+
+
+class OneHotLinear(nn.Module):
+    """``linear`` for inputs that are one-hot in each of ``groups`` groups of ``classes``.
+
+    Its product with such an input is the sum of the ``groups`` weight columns the
+    ones select: gathering and adding them takes ``groups`` rows of work where the
+    matrix product takes ``groups * classes``. On any other input it computes
+    something else, so it stands in only where inputs are sampled latents.
+    """
+
+    def __init__(self, linear: nn.Linear, groups: int, classes: int):
+        super().__init__()
+        if linear.in_features != groups * classes:
+            raise ValueError(f"{linear} does not take {groups} groups of {classes} classes")
+        self.groups, self.classes = groups, classes
+        self.rows = nn.Parameter(linear.weight.detach().t().contiguous())  # (groups * classes, out)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        self.register_buffer("offsets", torch.arange(groups) * classes, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, groups * classes) one-hot per group -> (N, out)."""
+        index = x.unflatten(-1, (self.groups, self.classes)).argmax(-1) + self.offsets
+        y = self.rows[index].sum(-2)
+        return y if self.bias is None else y + self.bias
 
 
 class MLPHead(nn.Module):

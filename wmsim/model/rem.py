@@ -244,6 +244,10 @@ class REMWorldModel(nn.Module):
         """Token ids (..., 64) -> frames (..., 64, 64, 3) in [0, 1]."""
         return self.tokenizer.decode(latent)
 
+    def export_form(self) -> REMWorldModel:
+        """Itself: its graphs compute as it does."""
+        return self
+
     def reconstruct(self, frames: Tensor) -> Tensor:
         """uint8 frames (..., 64, 64, 3) through the tokenizer -> (..., 64, 64, 3) in [0, 1]."""
         return self.tokenizer.decode(self.tokenizer.tokenize(frames))

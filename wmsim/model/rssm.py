@@ -124,6 +124,10 @@ class RSSMWorldModel(nn.Module):
         """One group, as DreamerV2's world-model optimizer."""
         return one_group(self, weight_decay)
 
+    def export_form(self) -> RSSMWorldModel:
+        """Itself: its graphs compute as it does."""
+        return self
+
     def reconstruct(self, frames: Tensor) -> None:
         """None: no tokenizer stands between frames and latents."""
         return None

@@ -24,6 +24,7 @@ World-model level contract, used by evaluation, dreams and export:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -169,6 +170,15 @@ class LatentWorldModel(nn.Module):
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """One group: every parameter learns at the same rate and decay."""
         return one_group(self, weight_decay)
+
+    def export_form(self) -> LatentWorldModel:
+        """A copy whose decoder gathers rows for the one-hot latents it gets.
+
+        The same frames, from a cheaper first layer (:meth:`ConvDecoder.for_one_hot`).
+        """
+        form = copy.deepcopy(self)
+        form.decoder = self.decoder.for_one_hot(self.config.stoch, self.config.classes)
+        return form
 
     def reconstruct(self, frames: Tensor) -> None:
         """None: no tokenizer stands between frames and latents."""
