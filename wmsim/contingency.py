@@ -16,10 +16,12 @@ The policies span what matters in Breakout-like games: ``tracker`` moves the
 paddle under the ball, read from the frame (:class:`~wmsim.collect.tracker.TrackerPolicy`;
 in the dream it reads the dreamed frame), ``still`` never moves and serves with
 probability 0.2, ``random`` acts uniformly. The summary is the share of the
-game's gap between its best and worst policy that the dream reproduces: 1 is a
-dream that rewards and punishes the policies as the game does, 0 one that
-ignores them (comparing against episodes from the start instead would credit
-the dream with the rewards its mid-play start states were about to pay).
+game's difference between the first two policies (following the ball against
+standing still, the game's widest gap in rewards and in lost lives) that the
+dream reproduces: 1 is a dream that rewards and punishes them as the game
+does, 0 one that ignores them. (Comparing against episodes from the start
+instead would credit the dream with the rewards its mid-play start states were
+about to pay.)
 
 Nothing here imports torch.
 """
@@ -153,8 +155,8 @@ def policy_table(
 ) -> dict[str, float]:  # fmt: skip
     """Mean rewards and ends per branch of every policy, in the game and in the dream.
 
-    Also the shares of the game's policy gaps that the dream reproduces
-    (``rewards_gap_share``, ``ends_gap_share``), NaN where the game shows no gap.
+    Also the shares of the game's gap between the first two policies that the dream
+    reproduces (``rewards_gap_share``, ``ends_gap_share``), NaN where the game shows none.
     """
     from wmsim.runtime.graphs import Graphs
 
@@ -176,11 +178,10 @@ def policy_table(
         for where, counts in (("game", game), ("dream", dream)):
             rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = counts.mean(0)
     env.close()
+    first, second = names[:2]  # the pair the game sets furthest apart
     for kind in ("rewards", "ends"):
-        best = max(names, key=lambda p: rates[f"{p}_game_{kind}"])
-        worst = min(names, key=lambda p: rates[f"{p}_game_{kind}"])
-        gap = rates[f"{best}_game_{kind}"] - rates[f"{worst}_game_{kind}"]
-        dreamed = rates[f"{best}_dream_{kind}"] - rates[f"{worst}_dream_{kind}"]
+        gap = rates[f"{first}_game_{kind}"] - rates[f"{second}_game_{kind}"]
+        dreamed = rates[f"{first}_dream_{kind}"] - rates[f"{second}_dream_{kind}"]
         rates[f"{kind}_gap_share"] = dreamed / gap if gap else float("nan")
     return rates
 
@@ -188,18 +189,19 @@ def policy_table(
 def policy_lines(rates: dict[str, float], lives: bool) -> str:
     """The table as text, one row per policy, then the gap shares."""
     ends = "lives lost" if lives else "episode ends"
+    names = [p for p in POLICIES if f"{p}_game_rewards" in rates]
     lines = [
         f"fixed policies from {int(rates['branches'])} mid-play states, {int(rates['horizon'])} "
         "steps each, per branch:",
         f"{'policy':8} {'rewards: game':>14} {'dream':>6}   {ends + ': game':>18} {'dream':>6}",
     ]
-    for name in (p for p in POLICIES if f"{p}_game_rewards" in rates):
+    for name in names:
         lines.append(
             f"{name:8} {rates[f'{name}_game_rewards']:14.2f} {rates[f'{name}_dream_rewards']:6.2f}"
             f"   {rates[f'{name}_game_ends']:18.2f} {rates[f'{name}_dream_ends']:6.2f}"
         )
     lines.append(
-        f"share of the game's policy gap the dream reproduces: rewards "
+        f"share of the game's {names[0]}-{names[1]} gap the dream reproduces: rewards "
         f"{rates['rewards_gap_share']:.2f}, {ends} {rates['ends_gap_share']:.2f} (1: as the game)"
     )
     return "\n".join(lines)
