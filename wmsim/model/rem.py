@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.distributions import sample_one_hot
+from wmsim.model.distributions import inverse_cdf, sample_one_hot
 from wmsim.model.networks import masked_mean
 from wmsim.model.retnet import RetNet, RetNetConfig
 from wmsim.model.tokenizer import Tokenizer, TokenizerConfig
@@ -144,8 +144,7 @@ class REMWorldModel(nn.Module):
         cont = F.softmax(self.end_head(h), -1)[:, 0]
         if noise is None:
             return reward[:, 2] - reward[:, 0], cont
-        # inverse CDF; the clamp catches a cumulative sum that rounds below the draw
-        sign = (noise[:, :1] >= reward.cumsum(-1)).sum(-1).clamp(max=2) - 1
+        sign = inverse_cdf(reward, noise[:, 0]) - 1
         return sign.to(reward.dtype), (noise[:, 1] < cont).to(cont.dtype)
 
     def predict(self, tokens: Tensor, actions: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
