@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from wmsim.bundle import MODE_NOISE, SAMPLING
 from wmsim.model.distributions import (
     TwoHot,
     categorical_kl,
@@ -93,6 +94,19 @@ def test_a_negative_uniform_takes_the_mode():
     # beside a drawn row, each takes its own way
     mixed = sample_one_hot(log_probs, torch.tensor([-1.0, 0.0])).detach()
     torch.testing.assert_close(mixed, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_every_formats_mode_noise_takes_the_mode():
+    """bundle.MODE_NOISE and SAMPLING, format by format, against the sampler the graphs run."""
+    log_probs = torch.log_softmax(
+        torch.randn(6, 4, 7, generator=torch.Generator().manual_seed(1)), -1
+    )
+    for version, value in MODE_NOISE.items():
+        per_class = SAMPLING[version] == "gumbel-max"
+        noise = torch.full(log_probs.shape if per_class else log_probs.shape[:-1], value)
+        torch.testing.assert_close(
+            sample_one_hot(log_probs, noise), sample_one_hot(log_probs, None), msg=str(version)
+        )
 
 
 def test_inverse_cdf_at_its_boundaries():

@@ -72,7 +72,7 @@ def _head(width: int, hidden: int, out: int, **kw) -> nn.Module:
 
 
 def sample_tokens(logits: Tensor, noise: Tensor | None) -> Tensor:
-    """Token ids from logits (..., V); Gumbel-max with uniform noise (..., V), the mode if None."""
+    """Token ids from logits (..., V), drawn by one uniform (...) each; the modes if None."""
     return sample_one_hot(F.log_softmax(logits, -1), noise).argmax(-1)
 
 
@@ -111,8 +111,8 @@ class REMWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per token and code."""
-        return (TOKENS, self.config.tokenizer.codes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per token."""
+        return (TOKENS,)
 
     def _embed(self, tokens: Tensor) -> Tensor:
         """Observation token ids (...) -> codebook vectors (..., width); REM does not train them."""
@@ -284,7 +284,7 @@ class REMWorldModel(nn.Module):
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (state, reward (B,), continue (B,), tokens (B, 64)).
 
-        ``noise`` (B, 64, codes) samples the next frame's tokens; None takes each one's mode.
+        ``noise`` (B, 64) samples the next frame's tokens; None takes each one's mode.
         The reward is the expected sign and the continue a probability.
         """
         state, reward, cont = self._dream(state, action, noise, None)

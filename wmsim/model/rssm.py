@@ -130,8 +130,8 @@ class RSSMWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
-        return (self.config.stoch, self.config.classes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
+        return (self.config.stoch,)
 
     def _dist(self, logits: Tensor) -> Tensor:
         logits = at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
@@ -182,7 +182,8 @@ class RSSMWorldModel(nn.Module):
             action: (B,) the action taken at the previous frame.
             frame: (B, H, W, 3) uint8, the new frame.
             is_first: (B,) the frame starts an episode: state and action are forgotten.
-            noise: (B, S, K) samples the posterior; None takes its mode.
+            noise: (B, S) samples the posterior (or (B, S, K): see ``sample_one_hot``);
+                None takes its mode.
 
         Returns:
             The posterior state h_t (B, D), z_t (B, S * K) of the frame: what
@@ -229,6 +230,7 @@ class RSSMWorldModel(nn.Module):
         c, obs = self.config, batch["obs"]
         batch_size, length = obs.shape[:2]
         embeds = self.encoder(frames_to_input(obs)).reshape(batch_size, length, -1)
+        # one uniform per class (Gumbel-max): seeded training draws what it always drew
         shape = (batch_size, length, c.stoch, c.classes)
         noise = torch.rand(shape, generator=generator, device=obs.device)
         state = self.initial_state(batch_size, obs.device)
@@ -275,7 +277,8 @@ class RSSMWorldModel(nn.Module):
             frames: (B, T, H, W, 3) uint8.
             actions: (B, T - 1), ``actions[:, t]`` taken between frames t and t+1.
             is_first: (B, T) episode starts.
-            noise: (B, T, S, K) samples the posteriors; None takes their modes.
+            noise: (B, T, S) samples the posteriors (or (B, T, S, K): see
+                ``sample_one_hot``); None takes their modes.
 
         Returns:
             h (B, T, D) and z (B, T, S * K): row t is the state :meth:`observe` returns
@@ -311,7 +314,7 @@ class RSSMWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step for an agent: action (B,) -> (next state, features, reward, continue).
 
-        ``noise`` (B, S, K) samples the prior; None takes its mode. The features
+        ``noise`` (B, S) samples the prior; None takes its mode. The features
         (B, D + S * K) are [h_t+1, z_t+1], what DreamerV2's actor and critic read;
         ``reward`` and ``continue`` (B,) are the heads' on them.
         """
@@ -328,7 +331,7 @@ class RSSMWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
 
-        ``noise`` (B, S, K) samples the prior; None takes its mode. The latent is
+        ``noise`` (B, S) samples the prior; None takes its mode. The latent is
         the feature vector [h, z] that :meth:`decode` turns into a frame.
         """
         state, features, reward, cont = self.imagine(state, action, noise)

@@ -172,8 +172,8 @@ class LatentWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
-        return (self.config.stoch, self.config.classes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
+        return (self.config.stoch,)
 
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
@@ -206,6 +206,7 @@ class LatentWorldModel(nn.Module):
         c, obs = self.config, batch["obs"]
         batch_size, length = obs.shape[:2]
         post = self.encode(obs)  # (B, T, S, K)
+        # one uniform per class (Gumbel-max): seeded training draws what it always drew
         noise = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
         z = sample_one_hot(post, noise).flatten(-2)  # (B, T, S * K)
 
@@ -284,7 +285,8 @@ class LatentWorldModel(nn.Module):
 
         ``actions[:, t]`` was taken between frames t and t+1; the action after
         the last frame is the first one given to :meth:`step`. ``noise``
-        (B, C, S, K) samples the posteriors; None takes their modes.
+        (B, C, S) samples the posteriors (or (B, C, S, K): see ``sample_one_hot``);
+        None takes their modes.
 
         Returns:
             The backbone state after the first C - 1 tokens, plus ``z`` (B, S * K),
@@ -328,7 +330,7 @@ class LatentWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
 
-        ``noise`` (B, S, K) samples the next latent from the prior; None takes its mode.
+        ``noise`` (B, S) samples the next latent from the prior; None takes its mode.
         The latent (B, S * K) is what :meth:`decode` turns into the next frame.
         """
         state, _, reward, cont = self.imagine(state, action, noise)
