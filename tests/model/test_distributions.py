@@ -11,6 +11,7 @@ from wmsim.model.distributions import (
     symexp,
     symlog,
     unimix,
+    unimix_probs,
 )
 
 
@@ -57,6 +58,7 @@ def test_unimix_keeps_every_class_possible():
     torch.testing.assert_close(probs.sum(-1), torch.ones(1))
     assert probs.min() == pytest.approx(0.0025)  # 1% spread over 4 classes
     torch.testing.assert_close(unimix(logits, 0.0), torch.log_softmax(logits, -1))
+    torch.testing.assert_close(unimix_probs(logits, 0.01), probs)  # what dreams draw from
 
 
 def test_samples_follow_the_distribution_and_pass_gradients_straight_through():
@@ -121,8 +123,18 @@ def test_inverse_cdf_at_its_boundaries():
     assert inverse_cdf(short.expand(2, 3), torch.tensor([0.99995, below_one])).tolist() == [2, 2]
 
 
+def test_bf16_autocast_leaves_the_cumulative_sums_in_fp32():
+    probs = torch.softmax(torch.randn(64, 32, 32, generator=torch.Generator().manual_seed(2)), -1)
+    uniform = torch.rand(64, 32, generator=torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = inverse_cdf(probs, uniform)
+    assert torch.equal(under, inverse_cdf(probs, uniform))
+
+
 def test_noise_of_another_shape_is_refused():
-    with pytest.raises(ValueError, match="neither one uniform per categorical"):
+    with pytest.raises(
+        ValueError, match=r"noise of shape \(2, 4\) is not one uniform per categori"
+    ):
         sample_one_hot(torch.zeros(2, 3, 4), torch.rand(2, 4))
 
 

@@ -42,7 +42,7 @@ class WorldModel(Protocol):
         """Shape of the uniform noise :meth:`step` takes per row: one per categorical it draws.
 
         Each categorical is drawn by its inverse CDF, and a negative value takes its mode
-        (:func:`~wmsim.model.distributions.sample_one_hot`).
+        (:func:`~wmsim.model.distributions.draw`).
         """
         ...
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.distributions import inverse_cdf, sample_one_hot
+from wmsim.model.distributions import draw, inverse_cdf
 from wmsim.model.networks import masked_mean
 from wmsim.model.retnet import RetNet, RetNetConfig
 from wmsim.model.tokenizer import Tokenizer, TokenizerConfig
@@ -73,7 +73,7 @@ def _head(width: int, hidden: int, out: int, **kw) -> nn.Module:
 
 def sample_tokens(logits: Tensor, noise: Tensor | None) -> Tensor:
     """Token ids from logits (..., V), drawn by one uniform (...) each; the modes if None."""
-    return sample_one_hot(F.log_softmax(logits, -1), noise).argmax(-1)
+    return draw(F.softmax(logits, -1), noise)
 
 
 class REMWorldModel(nn.Module):

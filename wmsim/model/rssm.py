@@ -31,8 +31,10 @@ from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
     categorical_kl,
+    draw_one_hot,
     sample_one_hot,
     unimix,
+    unimix_probs,
 )
 from wmsim.model.networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPHead
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
@@ -133,9 +135,12 @@ class RSSMWorldModel(nn.Module):
         """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
         return (self.config.stoch,)
 
+    def _grouped(self, logits: Tensor) -> Tensor:
+        """Logits (..., S * K) -> (..., S, K), at least fp32."""
+        return at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
+
     def _dist(self, logits: Tensor) -> Tensor:
-        logits = at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
-        return unimix(logits, self.config.unimix)
+        return unimix(self._grouped(logits), self.config.unimix)
 
     def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         """h and z (flattened) at zero, as DreamerV2 starts every episode."""
@@ -145,15 +150,19 @@ class RSSMWorldModel(nn.Module):
             "z": torch.zeros(batch_size, c.stoch * c.classes, device=device, dtype=dtype),
         }
 
+    def _recur(self, state: State, action: Tensor, is_first: Tensor) -> Tensor:
+        """(h, z) of t-1, a_t-1 (B,) -> h_t (B, deter); rows where ``is_first`` start from zeros."""
+        keep = (~is_first).to(state["h"].dtype).unsqueeze(-1)
+        one_hot = F.one_hot(action.long(), self.num_actions).to(state["h"].dtype) * keep
+        x = self.img_in(torch.cat([state["z"] * keep, one_hot], -1))
+        return self.cell(x, state["h"] * keep)
+
     def img_step(self, state: State, action: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
         """The prior step: (h, z) of t-1, a_t-1 (B,) -> h_t (B, deter), prior (B, S, K).
 
         Rows where ``is_first`` (B,) is set start from zeros: state and action alike.
         """
-        keep = (~is_first).to(state["h"].dtype).unsqueeze(-1)
-        one_hot = F.one_hot(action.long(), self.num_actions).to(state["h"].dtype) * keep
-        x = self.img_in(torch.cat([state["z"] * keep, one_hot], -1))
-        h = self.cell(x, state["h"] * keep)
+        h = self._recur(state, action, is_first)
         return h, self._dist(self.img_out(h))
 
     def _obs_step(
@@ -319,8 +328,10 @@ class RSSMWorldModel(nn.Module):
         ``reward`` and ``continue`` (B,) are the heads' on them.
         """
         no_reset = torch.zeros(action.shape[0], dtype=torch.bool, device=action.device)
-        h, prior = self.img_step(state, action, no_reset)
-        z = sample_one_hot(prior, noise).flatten(-2)
+        h = self._recur(state, action, no_reset)
+        # probabilities, not their logarithms: drawing needs no Log in the step graph
+        prior = unimix_probs(self._grouped(self.img_out(h)), self.config.unimix)
+        z = draw_one_hot(prior, noise).flatten(-2)
         features = torch.cat([h, z], -1)
         reward = self.two_hot.mean(self.reward(features))
         cont = torch.sigmoid(self.cont(features).squeeze(-1))

@@ -36,8 +36,10 @@ from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
     categorical_kl,
+    draw_one_hot,
     sample_one_hot,
     unimix,
+    unimix_probs,
 )
 from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead, masked_mean
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
@@ -175,10 +177,13 @@ class LatentWorldModel(nn.Module):
         """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
         return (self.config.stoch,)
 
+    def _grouped(self, logits: Tensor) -> Tensor:
+        """Logits (..., S * K) -> (..., S, K), at least fp32."""
+        return at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
+
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
-        c = self.config
-        return unimix(at_least_fp32(logits).unflatten(-1, (c.stoch, c.classes)), c.unimix)
+        return unimix(self._grouped(logits), self.config.unimix)
 
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (B, T, H, W, 3) -> posterior log-probabilities (B, T, S, K)."""
@@ -318,7 +323,9 @@ class LatentWorldModel(nn.Module):
         h, backbone_state = self.backbone.step(
             self.tokens(state["z"], action), state["first"], backbone_state
         )
-        z = sample_one_hot(self._latent_dist(self.prior(h)), noise).flatten(-2)
+        # probabilities, not their logarithms: drawing needs no Log in the step graph
+        prior = unimix_probs(self._grouped(self.prior(h)), self.config.unimix)
+        z = draw_one_hot(prior, noise).flatten(-2)
         reward = self.two_hot.mean(self.reward(h))
         cont = torch.sigmoid(self.cont(h).squeeze(-1))
         first = torch.zeros_like(state["first"])
