@@ -105,7 +105,7 @@ def runtime_rate(bundle, batch, pixels, steps, repeats, device, threads) -> floa
     rows = np.arange(batch)
     runtime.reset(rows, rows % runtime.num_contexts)
     rng = np.random.default_rng(0)
-    shape = (batch, *bundle.spec["noise"]["shape"])
+    shape = (batch, *bundle.noise_shape)
 
     def step():
         actions = rng.integers(len(ACTIONS), size=batch)
@@ -165,7 +165,7 @@ def placement(bundle, device: str, threads) -> tuple[list[str], dict[str, dict[s
     rows = np.arange(2)
     runtime.reset(rows, rows % runtime.num_contexts)
     contexts = {k: v[:2] for k, v in runtime.contexts.items()}
-    noise = np.random.default_rng(0).random((2, *bundle.spec["noise"]["shape"]), np.float32)
+    noise = np.random.default_rng(0).random((2, *bundle.noise_shape), np.float32)
     feeds = {
         "observe": {**contexts, "actions": np.asarray(contexts["actions"], np.int64)},
         "step": {**{STATE_IN + k: v for k, v in runtime.arena.items()},

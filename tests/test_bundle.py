@@ -66,9 +66,29 @@ def test_a_truncated_graph_is_refused_even_with_a_matching_hash(bundle):
     refused(bundle, "observe.onnx is not an ONNX model")
 
 
-def test_another_format_version_is_refused(bundle):
-    edit_spec(bundle, lambda spec: spec.__setitem__("format", 99))
-    refused(bundle, "bundle format 99 and this wmsim reads format 1")
+def test_the_embedded_default_is_format_1_and_samples_by_gumbel_max():
+    """Format 1 still loads and dreams (tests/runtime, tests/server): until it is re-exported."""
+    bundle = open_bundle(DEFAULT)
+    assert bundle.spec["format"] == 1 and "sampling" not in bundle.spec["noise"]
+    assert bundle.noise_shape == (32, 32) and bundle.mode_noise == 0.5
+
+
+def test_a_newer_format_is_refused_with_how_to_export_it_again(bundle):
+    edit_spec(bundle, lambda spec: spec.__setitem__("format", 3))
+    with pytest.raises(BundleError) as refusal:
+        Graphs(bundle, device="cpu")
+    message = str(refusal.value)
+    assert "bundle format 3 and this wmsim reads formats 1, 2" in message
+    assert "wmsim export --run RUN --out b.wmsim` writes format 2" in message
+    edit_spec(bundle, lambda spec: spec.__setitem__("format", True))
+    refused(bundle, "bundle format True")
+
+
+def test_noise_that_its_format_does_not_draw_is_refused(bundle):
+    edit_spec(bundle, lambda spec: spec["noise"].__setitem__("sampling", "inverse-cdf"))
+    refused(bundle, "drawn by 'inverse-cdf', but format 1 draws it by 'gumbel-max'")
+    edit_spec(bundle, lambda spec: spec["noise"].update(shape=[32], sampling="gumbel-max"))
+    refused(bundle, "the noise is not what the step graph takes")
 
 
 def test_a_spec_that_is_not_json_or_lacks_keys_is_refused(bundle):

@@ -6,7 +6,8 @@ A bundle is a directory ``NAME.wmsim/`` holding:
   tensors, every graph's inputs and outputs (as lists: order matters), the
   sha256 of every other file, the training summary, and the format version;
 - ``observe.onnx``: real context (frames, actions, is_first) -> state, latent;
-- ``step.onnx``: state, action, noise -> next state, reward, continue, latent;
+- ``step.onnx``: state, action, noise -> next state, reward, continue, latent
+  (how the noise is drawn depends on the format: :data:`SAMPLING`);
 - ``decode.onnx``: latent -> frame (uint8), separate so latent-only clients skip it;
 - ``start_contexts.npz``: real contexts that dreams start from;
 - ``config.json``: the resolved training config.
@@ -35,7 +36,8 @@ import numpy as np
 
 from wmsim.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The format ``wmsim export`` writes; :data:`SAMPLING` lists the formats this wmsim reads."""
 SPEC = "spec.json"
 GRAPHS = ("observe", "step", "decode")
 START_CONTEXTS = "start_contexts.npz"
@@ -54,9 +56,14 @@ MAX_START_CONTEXTS = 4096
 MAX_START_CONTEXT_BYTES = 512 << 20
 """The start contexts' size unpacked (4,096 contexts of 8 RGB 64x64 frames: 403 MB)."""
 
-MODE_NOISE = 0.5
-"""The step graph's noise that picks each latent's most likely class: every bundle samples by
-Gumbel-max from uniform noise, and equal noise for every class leaves the logits' argmax."""
+SAMPLING = {1: "gumbel-max", 2: "inverse-cdf"}
+"""Per format, how the step graph turns its uniform noise into latents (``spec["noise"]``'s
+``sampling`` from format 2 on). Format 1: Gumbel-max, one uniform per class of every
+categorical latent. Format 2: the inverse CDF, one uniform per categorical."""
+MODE_NOISE = {1: 0.5, 2: -1.0}
+"""Per format, the step graph's noise that picks each latent's most likely class. Format 1:
+equal Gumbel noise for every class leaves the logits' argmax. Format 2: a negative uniform
+(the graph takes the argmax where u < 0)."""
 
 STATE_IN, STATE_OUT = "state.", "next."
 """Prefixes of the state tensors' names in the graphs: observe and step output the
@@ -105,6 +112,16 @@ class Bundle:
     def actions(self) -> list[str]:
         """The action meanings, in the order of the action indices."""
         return list(self.spec["actions"])
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """The uniform noise the step graph takes per row (no batch axis)."""
+        return tuple(self.spec["noise"]["shape"])
+
+    @property
+    def mode_noise(self) -> float:
+        """The noise value that makes the step graph take every latent's mode."""
+        return MODE_NOISE[self.spec["format"]]
 
     @property
     def context(self) -> int:
@@ -215,6 +232,12 @@ def _check_tensors(path: Path, spec: dict[str, Any]) -> None:
                 _fail(path, f"{SPEC} gives the {graph} graph {side} {[t['name'] for t in entries]}"
                             f", not {expected}")  # fmt: skip
     step_inputs = {t["name"]: t for t in spec["graphs"]["step"]["inputs"]}
+    if step_inputs["noise"]["shape"] != [BATCH, *spec["noise"]["shape"]]:
+        _fail(path, f"{SPEC}: the noise is not what the step graph takes")
+    sampling = spec["noise"].get("sampling", SAMPLING[1])  # format 1 did not name it
+    if sampling != SAMPLING[spec["format"]]:
+        _fail(path, f"{SPEC} says its noise is drawn by {sampling!r}, but format "
+                    f"{spec['format']} draws it by {SAMPLING[spec['format']]!r}")  # fmt: skip
     for t in spec["state"]:
         given = step_inputs[STATE_IN + t["name"]]
         if given["dtype"] != t["dtype"] or given["shape"] != [BATCH, *t["shape"]]:
@@ -229,12 +252,13 @@ def _check_spec(path: Path, spec: Any) -> None:
     """The spec's keys and types, its format version, and that it names every file it needs."""
     if not isinstance(spec, dict):
         _fail(path, f"{SPEC} holds {type(spec).__name__}, not an object")
-    if type(spec.get("format")) is not int or spec["format"] != FORMAT_VERSION:
+    if type(spec.get("format")) is not int or spec["format"] not in SAMPLING:
         _fail(
             path,
-            f"it is bundle format {spec.get('format')!r} and this wmsim reads format "
-            f"{FORMAT_VERSION}",
-            "export it again with this wmsim, or install the wmsim that wrote it",
+            f"it is bundle format {spec.get('format')!r} and this wmsim reads formats "
+            f"{', '.join(map(str, SAMPLING))}",
+            f"export it again from its run with this wmsim (`wmsim export --run RUN --out "
+            f"{path.name}` writes format {FORMAT_VERSION}), or install the wmsim that wrote it",
         )
     for key, kind in REQUIRED.items():
         if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):

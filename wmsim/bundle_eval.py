@@ -6,11 +6,10 @@ From every ``stride``-th step, the bundle observes ``context`` real frames,
 reconstructs the last one from its latent, and dreams 16 steps open-loop with
 the real actions. :mod:`wmsim.fidelity` compares its frames with the real ones
 beside copying the last real frame, and its first dreamed reward and end with
-what really came next. Dreams take each step's most likely latent (constant
-noise 0.5 is the mode under the Gumbel-max sampling every bundle uses), so an
-evaluation is deterministic; ``--sampled`` dreams as a dream env does, sampling
-with seeded noise. Nothing here imports torch: it measures shipped
-models on a fresh install.
+what really came next. Dreams take each step's most likely latent (the
+bundle format's mode noise), so an evaluation is deterministic; ``--sampled``
+dreams as a dream env does, sampling with seeded noise. Nothing here imports
+torch: it measures shipped models on a fresh install.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wmsim import fidelity
-from wmsim.bundle import MODE_NOISE, Bundle
+from wmsim.bundle import Bundle
 from wmsim.bundle_dream import real_env
 from wmsim.errors import UserError
 
@@ -101,7 +100,7 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
     """
     n, horizon = len(real["obs"]), max(HORIZONS)
     out: dict[str, list] = {"recon": [], "reward": [], "cont": [], **{h: [] for h in HORIZONS}}
-    noise_shape = tuple(graphs.bundle.spec["noise"]["shape"])
+    noise_shape = graphs.bundle.noise_shape
     for begin in range(0, len(starts), BATCH):
         s = starts[begin : begin + BATCH]
         rows = s[:, None] + np.arange(context)
@@ -109,7 +108,7 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
         is_first[:, 0] = True
         state, latent = graphs.observe(real["obs"][rows], real["action"][rows[:, :-1]], is_first)
         out["recon"].append(graphs.decode(latent))
-        noise = np.full((len(s), *noise_shape), MODE_NOISE, np.float32)
+        noise = np.full((len(s), *noise_shape), graphs.bundle.mode_noise, np.float32)
         for h in range(1, horizon + 1):
             if rng is not None:
                 noise = rng.random((len(s), *noise_shape), dtype=np.float32)

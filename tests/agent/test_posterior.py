@@ -81,7 +81,7 @@ def test_acting_reads_the_posterior_filters_state(model):
         features, model_state = policy.features(state, frames[:, t], is_first[:, t])
         seen.append(features)
         state = {"model": model_state, "action": torch.from_numpy(actions[:, t])}
-    # the policy drew one (B, S, K) noise per frame from its generator; the same by hand
+    # the policy drew one (B, S) noise per frame from its generator; the same by hand
     generator = torch.Generator().manual_seed(0)
     noise = torch.stack([_uniform(generator, 2, *model.noise_shape) for _ in range(T)], 1)
     with torch.no_grad():

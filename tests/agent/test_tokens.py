@@ -92,7 +92,7 @@ def test_sampled_rewards_and_ends_follow_the_heads(model):
     context = {k: v[:1] for k, v in _context().items()}
     action = torch.full((rows,), 2)
     noise = torch.rand(1, *model.noise_shape, generator=torch.Generator().manual_seed(2))
-    noise = noise.expand(rows, -1, -1)
+    noise = noise.expand(rows, -1)
     outcome = torch.rand(rows, 2, generator=torch.Generator().manual_seed(3))
     outcome[:2] = torch.tensor([[0.0, 0.0], [1 - 1e-6, 1 - 1e-6]])  # the inverse CDF's ends
     with torch.no_grad():

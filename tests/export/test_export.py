@@ -49,6 +49,8 @@ def test_every_world_model_exports_and_onnx_equals_torch(breakout_replay, tmp_pa
         for tensor in spec["graphs"][graph]["inputs"] + spec["graphs"][graph]["outputs"]:
             assert tensor["shape"][0] == "batch"
     assert spec["training"]["preset"] == name and spec["training"]["steps"] == 2
+    assert spec["format"] == 2 and spec["noise"]["sampling"] == "inverse-cdf"
+    assert bundle.noise_shape == model.noise_shape and len(model.noise_shape) == 1
     # --check measured it on fresh play: the table wmsim bundle eval prints, in the spec
     assert spec["fidelity"]["real_steps"] == 60 and "h4_copy_object_recall" in spec["fidelity"]
 
@@ -95,7 +97,7 @@ def test_the_cli_exports_and_checks_a_bundle(breakout_replay, tmp_path, capsys):
     out = tmp_path / "gru.wmsim"
     assert main(["export", "--run", str(run), "--out", str(out), "--contexts", "2"]) == 0
     assert main(["bundle", "check", str(out)]) == 0
-    assert "ok, format 1" in capsys.readouterr().out
+    assert "ok, format 2" in capsys.readouterr().out
     # an export over an existing bundle replaces it; over anything else it is refused
     assert main(["export", "--run", str(run), "--out", str(out), "--contexts", "1"]) == 0
     assert len(open_bundle(out).start_contexts()["frames"]) == 1

@@ -81,6 +81,16 @@ def test_imagine_agrees_with_observe_prior():
         torch.testing.assert_close(prior, out["prior"][:, t])
 
 
+def first_class_past(probs, u):
+    """The first class whose cumulative probability exceeds ``u``, else the last."""
+    cumulative = 0.0
+    for c, p in enumerate(probs.tolist()):
+        cumulative += p
+        if u < cumulative:
+            return c
+    return len(probs) - 1
+
+
 def test_imagined_rollout_agrees_with_the_reference_prior_chain():
     model = model_for()
     embeds, actions, is_first, noise = inputs()
@@ -90,19 +100,16 @@ def test_imagined_rollout_agrees_with_the_reference_prior_chain():
     state = {"h": out["h"][:, -1], "z": out["z"][:, -1]}
     h, z = state["h"], state["z"]
     for k in range(5):
-        dream_noise = torch.rand(
-            3, 3, 4, generator=torch.Generator().manual_seed(k), dtype=torch.float64
-        )
+        dream_noise = torch.rand(3, 3, generator=torch.Generator().manual_seed(k))  # (B, S)
+        assert dream_noise.shape[1:] == model.noise_shape
         state, _, _, features = model.step(state, actions[:, k], dream_noise)
-        # by hand: the prior step, then a Gumbel-max sample of the prior
+        # by hand: the prior step, then the first class whose cumulative probability passes u
         x = F.elu(model.img_in[0](torch.cat([z, F.one_hot(actions[:, k], ACTIONS).double()], -1)))
         h = model.cell(x, h)
-        prior = torch.log_softmax(model.img_out(h).unflatten(-1, (3, 4)), -1)
-        z = (
-            F.one_hot((prior - torch.log(-torch.log(dream_noise))).argmax(-1), 4)
-            .double()
-            .flatten(-2)
-        )
+        prior = torch.softmax(model.img_out(h).unflatten(-1, (3, 4)), -1)
+        index = torch.tensor([[first_class_past(prior[b, s], dream_noise[b, s].item())
+                               for s in range(3)] for b in range(3)])  # fmt: skip
+        z = F.one_hot(index, 4).double().flatten(-2)
         torch.testing.assert_close(features, torch.cat([h, z], -1))
 
 
@@ -169,7 +176,7 @@ def test_imagine_is_step_with_the_features_first():
     model = model_for()
     state = {"h": torch.randn(3, CONFIG.deter, dtype=torch.float64),
              "z": torch.zeros(3, 12, dtype=torch.float64)}  # fmt: skip
-    noise = torch.rand(3, 3, 4, dtype=torch.float64)
+    noise = torch.rand(3, *model.noise_shape, dtype=torch.float64)
     action = torch.tensor([0, 1, 2])
     with torch.no_grad():
         after, features, reward, cont = model.imagine(state, action, noise)

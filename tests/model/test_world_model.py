@@ -70,7 +70,7 @@ def test_dreams_have_the_right_shapes_and_are_reproducible(model):
     batch = windows(batch=2, length=6)
     with torch.no_grad():
         state = model.observe(batch["obs"], batch["action"][:, :5], batch["is_first"])
-        noise = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(3))
+        noise = torch.rand(2, *model.noise_shape, generator=torch.Generator().manual_seed(3))
         first = model.step(state, batch["action"][:, 5], noise)
         again = model.step(state, batch["action"][:, 5], noise)
         frames = model.decode(first[3])

@@ -10,9 +10,13 @@ from wmsim.store import EMBEDDED
 DEFAULT = EMBEDDED / "Breakout.wmsim"
 
 
-@pytest.fixture(scope="module")
-def dreams():
-    return Dreams(DEFAULT, 4, device="cpu", threads=1)
+@pytest.fixture(scope="module", params=["format 1", "format 2"])
+def dreams(request):
+    """The embedded default (format 1: Gumbel-max), and a format-2 bundle (inverse CDF)."""
+    bundle = (
+        DEFAULT if request.param == "format 1" else request.getfixturevalue("inverse_cdf_bundle")
+    )
+    return Dreams(bundle, 4, device="cpu", threads=1)
 
 
 def rollout(dreams, rows, seeds, steps=6):
@@ -30,7 +34,7 @@ def test_a_row_draws_exactly_what_a_gymnasium_seeded_generator_draws(dreams):
     dreams.step(np.array([2]), np.array([1]))
     expected = seeding.np_random(11)[0]
     expected.integers(dreams.num_contexts)  # the start context
-    expected.random(dreams.noise_shape, dtype=np.float32)  # the step's noise
+    expected.random(dreams.noise_shape, dtype=np.float32)  # the step's noise, by its format
     expected.random()  # the end decision, drawn however the step ends
     assert dreams.rngs[2].bit_generator.state == expected.bit_generator.state
 

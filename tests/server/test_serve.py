@@ -108,6 +108,22 @@ def test_mode_latents_are_the_same_remote_and_in_process(server):
         envs.close()
 
 
+@pytest.mark.slow
+def test_a_format_2_bundle_dreams_the_same_remote_and_in_process(inverse_cdf_bundle):
+    """One uniform per categorical, the mode by a negative one: the same dreams on both sides."""
+    with served("--model", inverse_cdf_bundle) as running:
+        for latents in ("sampled", "mode"):
+            remote = gymnasium.make_vec(ID, num_envs=3, server=running.address, latents=latents)
+            local = gymnasium.make_vec(ID, num_envs=3, model=inverse_cdf_bundle, threads=1,
+                                       latents=latents)  # fmt: skip
+            for a, b in zip(play(remote, 20, 6), play(local, 20, 6), strict=True):
+                np.testing.assert_array_equal(a[0], b[0])  # frames, uint8
+                if len(a) == 5:
+                    assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3])
+            remote.close()
+            local.close()
+
+
 def test_a_remote_single_env_passes_gymnasiums_check_env_and_renders(server):
     env = gymnasium.make(ID, server=server.address, render_mode="rgb_array")
     check_env(env.unwrapped, skip_render_check=False)

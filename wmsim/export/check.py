@@ -2,7 +2,8 @@
 
 Both sides observe the same real start contexts, then dream a few steps from
 the same random actions and noise, each side from its own previous state, and
-decode every frame. Floating-point outputs must agree to a tolerance; token
+decode every frame. The first row takes the mode noise, so the mode's path through
+the step graph is compared too. Floating-point outputs must agree to a tolerance; token
 ids, flags and positions exactly; frames to within one level of 255.
 """
 
@@ -57,7 +58,8 @@ def compare_with_torch(
     _compare("observe latent", latent, model.latent(ref), problems)
     for t in range(steps):
         action = rng.integers(len(bundle.actions), size=batch)
-        noise = rng.random((batch, *model.noise_shape), dtype=np.float32)
+        noise = rng.random((batch, *bundle.noise_shape), dtype=np.float32)
+        noise[0] = bundle.mode_noise
         state, reward, cont, latent = graphs.step(state, action, noise)
         ref, ref_reward, ref_cont, ref_latent = model.step(
             ref, torch.from_numpy(action), torch.from_numpy(noise)

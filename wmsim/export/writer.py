@@ -22,6 +22,7 @@ from wmsim.bundle import (
     FORMAT_VERSION,
     GRAPHS,
     MAX_START_CONTEXTS,
+    SAMPLING,
     SPEC,
     START_CONTEXTS,
     Bundle,
@@ -203,7 +204,11 @@ def _spec(model, graphs, contexts, **fields) -> dict[str, Any]:
         "observation": {"shape": list(contexts["frames"].shape[2:]), "dtype": "uint8"},
         # None: unbounded (JSON has no infinity)
         "latent": {"shape": latent["shape"], "dtype": latent["dtype"], "low": low, "high": high},
-        "noise": {"shape": list(model.noise_shape), "dtype": "float32"},
+        "noise": {
+            "shape": list(model.noise_shape),
+            "dtype": "float32",
+            "sampling": SAMPLING[FORMAT_VERSION],
+        },
         "state": graphs["state"],
         "model": _model_summary(model, from_dict(fields["config"]["train"])),
         "graphs": {

@@ -39,7 +39,11 @@ class WorldModel(Protocol):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row."""
+        """Shape of the uniform noise :meth:`step` takes per row: one per categorical it draws.
+
+        Each categorical is drawn by its inverse CDF, and a negative value takes its mode
+        (:func:`~wmsim.model.distributions.draw`).
+        """
         ...
 
     def loss(

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wmsim.model.distributions import sample_one_hot
+from wmsim.model.distributions import draw, inverse_cdf
 from wmsim.model.networks import masked_mean
 from wmsim.model.retnet import RetNet, RetNetConfig
 from wmsim.model.tokenizer import Tokenizer, TokenizerConfig
@@ -72,8 +72,8 @@ def _head(width: int, hidden: int, out: int, **kw) -> nn.Module:
 
 
 def sample_tokens(logits: Tensor, noise: Tensor | None) -> Tensor:
-    """Token ids from logits (..., V); Gumbel-max with uniform noise (..., V), the mode if None."""
-    return sample_one_hot(F.log_softmax(logits, -1), noise).argmax(-1)
+    """Token ids from logits (..., V), drawn by one uniform (...) each; the modes if None."""
+    return draw(F.softmax(logits, -1), noise)
 
 
 class REMWorldModel(nn.Module):
@@ -111,8 +111,8 @@ class REMWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per token and code."""
-        return (TOKENS, self.config.tokenizer.codes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per token."""
+        return (TOKENS,)
 
     def _embed(self, tokens: Tensor) -> Tensor:
         """Observation token ids (...) -> codebook vectors (..., width); REM does not train them."""
@@ -144,8 +144,7 @@ class REMWorldModel(nn.Module):
         cont = F.softmax(self.end_head(h), -1)[:, 0]
         if noise is None:
             return reward[:, 2] - reward[:, 0], cont
-        # inverse CDF; the clamp catches a cumulative sum that rounds below the draw
-        sign = (noise[:, :1] >= reward.cumsum(-1)).sum(-1).clamp(max=2) - 1
+        sign = inverse_cdf(reward, noise[:, 0]) - 1
         return sign.to(reward.dtype), (noise[:, 1] < cont).to(cont.dtype)
 
     def predict(self, tokens: Tensor, actions: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
@@ -289,7 +288,7 @@ class REMWorldModel(nn.Module):
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (state, reward (B,), continue (B,), tokens (B, 64)).
 
-        ``noise`` (B, 64, codes) samples the next frame's tokens; None takes each one's mode.
+        ``noise`` (B, 64) samples the next frame's tokens; None takes each one's mode.
         The reward is the expected sign and the continue a probability.
         """
         state, reward, cont = self._dream(state, action, noise, None)

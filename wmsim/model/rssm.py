@@ -31,8 +31,10 @@ from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
     categorical_kl,
+    draw_one_hot,
     sample_one_hot,
     unimix,
+    unimix_probs,
 )
 from wmsim.model.networks import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPHead
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
@@ -134,12 +136,15 @@ class RSSMWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
-        return (self.config.stoch, self.config.classes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
+        return (self.config.stoch,)
+
+    def _grouped(self, logits: Tensor) -> Tensor:
+        """Logits (..., S * K) -> (..., S, K), at least fp32."""
+        return at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
 
     def _dist(self, logits: Tensor) -> Tensor:
-        logits = at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
-        return unimix(logits, self.config.unimix)
+        return unimix(self._grouped(logits), self.config.unimix)
 
     def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         """h and z (flattened) at zero, as DreamerV2 starts every episode."""
@@ -149,15 +154,19 @@ class RSSMWorldModel(nn.Module):
             "z": torch.zeros(batch_size, c.stoch * c.classes, device=device, dtype=dtype),
         }
 
+    def _recur(self, state: State, action: Tensor, is_first: Tensor) -> Tensor:
+        """(h, z) of t-1, a_t-1 (B,) -> h_t (B, deter); rows where ``is_first`` start from zeros."""
+        keep = (~is_first).to(state["h"].dtype).unsqueeze(-1)
+        one_hot = F.one_hot(action.long(), self.num_actions).to(state["h"].dtype) * keep
+        x = self.img_in(torch.cat([state["z"] * keep, one_hot], -1))
+        return self.cell(x, state["h"] * keep)
+
     def img_step(self, state: State, action: Tensor, is_first: Tensor) -> tuple[Tensor, Tensor]:
         """The prior step: (h, z) of t-1, a_t-1 (B,) -> h_t (B, deter), prior (B, S, K).
 
         Rows where ``is_first`` (B,) is set start from zeros: state and action alike.
         """
-        keep = (~is_first).to(state["h"].dtype).unsqueeze(-1)
-        one_hot = F.one_hot(action.long(), self.num_actions).to(state["h"].dtype) * keep
-        x = self.img_in(torch.cat([state["z"] * keep, one_hot], -1))
-        h = self.cell(x, state["h"] * keep)
+        h = self._recur(state, action, is_first)
         return h, self._dist(self.img_out(h))
 
     def _obs_step(
@@ -186,7 +195,8 @@ class RSSMWorldModel(nn.Module):
             action: (B,) the action taken at the previous frame.
             frame: (B, H, W, 3) uint8, the new frame.
             is_first: (B,) the frame starts an episode: state and action are forgotten.
-            noise: (B, S, K) samples the posterior; None takes its mode.
+            noise: (B, S) samples the posterior (or (B, S, K): see ``sample_one_hot``);
+                None takes its mode.
 
         Returns:
             The posterior state h_t (B, D), z_t (B, S * K) of the frame: what
@@ -233,6 +243,7 @@ class RSSMWorldModel(nn.Module):
         c, obs = self.config, batch["obs"]
         batch_size, length = obs.shape[:2]
         embeds = self.encoder(frames_to_input(obs)).reshape(batch_size, length, -1)
+        # one uniform per class (Gumbel-max): seeded training draws what it always drew
         shape = (batch_size, length, c.stoch, c.classes)
         noise = torch.rand(shape, generator=generator, device=obs.device)
         state = self.initial_state(batch_size, obs.device)
@@ -279,7 +290,8 @@ class RSSMWorldModel(nn.Module):
             frames: (B, T, H, W, 3) uint8.
             actions: (B, T - 1), ``actions[:, t]`` taken between frames t and t+1.
             is_first: (B, T) episode starts.
-            noise: (B, T, S, K) samples the posteriors; None takes their modes.
+            noise: (B, T, S) samples the posteriors (or (B, T, S, K): see
+                ``sample_one_hot``); None takes their modes.
 
         Returns:
             h (B, T, D) and z (B, T, S * K): row t is the state :meth:`observe` returns
@@ -315,13 +327,15 @@ class RSSMWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step for an agent: action (B,) -> (next state, features, reward, continue).
 
-        ``noise`` (B, S, K) samples the prior; None takes its mode. The features
+        ``noise`` (B, S) samples the prior; None takes its mode. The features
         (B, D + S * K) are [h_t+1, z_t+1], what DreamerV2's actor and critic read;
         ``reward`` and ``continue`` (B,) are the heads' on them.
         """
         no_reset = torch.zeros(action.shape[0], dtype=torch.bool, device=action.device)
-        h, prior = self.img_step(state, action, no_reset)
-        z = sample_one_hot(prior, noise).flatten(-2)
+        h = self._recur(state, action, no_reset)
+        # probabilities, not their logarithms: drawing needs no Log in the step graph
+        prior = unimix_probs(self._grouped(self.img_out(h)), self.config.unimix)
+        z = draw_one_hot(prior, noise).flatten(-2)
         features = torch.cat([h, z], -1)
         reward = self.two_hot.mean(self.reward(features))
         cont = torch.sigmoid(self.cont(features).squeeze(-1))
@@ -332,7 +346,7 @@ class RSSMWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
 
-        ``noise`` (B, S, K) samples the prior; None takes its mode. The latent is
+        ``noise`` (B, S) samples the prior; None takes its mode. The latent is
         the feature vector [h, z] that :meth:`decode` turns into a frame.
         """
         state, features, reward, cont = self.imagine(state, action, noise)

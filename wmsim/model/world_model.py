@@ -37,8 +37,10 @@ from wmsim.model.distributions import (
     TwoHot,
     at_least_fp32,
     categorical_kl,
+    draw_one_hot,
     sample_one_hot,
     unimix,
+    unimix_probs,
 )
 from wmsim.model.networks import ConvDecoder, ConvEncoder, MLPHead, masked_mean
 from wmsim.model.pixels import frames_to_input, reconstruction_loss
@@ -186,13 +188,16 @@ class LatentWorldModel(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """Shape of the uniform noise :meth:`step` takes per row: one per latent class."""
-        return (self.config.stoch, self.config.classes)
+        """Shape of the uniform noise :meth:`step` takes per row: one per categorical latent."""
+        return (self.config.stoch,)
+
+    def _grouped(self, logits: Tensor) -> Tensor:
+        """Logits (..., S * K) -> (..., S, K), at least fp32."""
+        return at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
 
     def _latent_dist(self, logits: Tensor) -> Tensor:
         """Logits (..., S * K) -> log-probabilities (..., S, K), with unimix."""
-        c = self.config
-        return unimix(at_least_fp32(logits).unflatten(-1, (c.stoch, c.classes)), c.unimix)
+        return unimix(self._grouped(logits), self.config.unimix)
 
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (B, T, H, W, 3) -> posterior log-probabilities (B, T, S, K)."""
@@ -220,6 +225,7 @@ class LatentWorldModel(nn.Module):
         c, obs = self.config, batch["obs"]
         batch_size, length = obs.shape[:2]
         post = self.encode(obs)  # (B, T, S, K)
+        # one uniform per class (Gumbel-max): seeded training draws what it always drew
         noise = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
         z = sample_one_hot(post, noise).flatten(-2)  # (B, T, S * K)
 
@@ -298,7 +304,8 @@ class LatentWorldModel(nn.Module):
 
         ``actions[:, t]`` was taken between frames t and t+1; the action after
         the last frame is the first one given to :meth:`step`. ``noise``
-        (B, C, S, K) samples the posteriors; None takes their modes.
+        (B, C, S) samples the posteriors (or (B, C, S, K): see ``sample_one_hot``);
+        None takes their modes.
 
         Returns:
             The backbone state after the first C - 1 tokens, plus ``z`` (B, S * K),
@@ -330,7 +337,9 @@ class LatentWorldModel(nn.Module):
         h, backbone_state = self.backbone.step(
             self.tokens(state["z"], action), state["first"], backbone_state
         )
-        z = sample_one_hot(self._latent_dist(self.prior(h)), noise).flatten(-2)
+        # probabilities, not their logarithms: drawing needs no Log in the step graph
+        prior = unimix_probs(self._grouped(self.prior(h)), self.config.unimix)
+        z = draw_one_hot(prior, noise).flatten(-2)
         reward = self.two_hot.mean(self.reward(h))
         cont = torch.sigmoid(self.cont(h).squeeze(-1))
         first = torch.zeros_like(state["first"])
@@ -342,7 +351,7 @@ class LatentWorldModel(nn.Module):
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         """One dreamed step: action (B,) -> (next state, reward (B,), continue (B,), latent).
 
-        ``noise`` (B, S, K) samples the next latent from the prior; None takes its mode.
+        ``noise`` (B, S) samples the next latent from the prior; None takes its mode.
         The latent (B, S * K) is what :meth:`decode` turns into the next frame.
         """
         state, _, reward, cont = self.imagine(state, action, noise)

@@ -9,8 +9,9 @@ Every row draws from its generator in one fixed order: the start context's
 index at a reset; the step's noise and then one uniform number at every step,
 always both, so the stream stays the same however an episode ends (and
 whichever way its latents are taken: a row with ``mode`` latents draws the
-noise too, then steps with 0.5, the Gumbel-max noise that picks each latent's
-most likely class). A step
+noise too, then steps with the bundle format's mode noise, which picks each
+latent's most likely class). The noise is one uniform per categorical latent in
+format 2, one per class in format 1 (:data:`wmsim.bundle.SAMPLING`). A step
 terminates when that number is at least the model's continue probability
 (compared in float64). A row's generator is exactly the one
 ``gymnasium.Env.reset(seed=s)`` makes, so a dream seeded ``s`` is the one
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from gymnasium.utils import seeding
 
-from wmsim.bundle import MODE_NOISE, Bundle
+from wmsim.bundle import Bundle
 from wmsim.runtime.graphs import Runtime
 
 
@@ -50,7 +51,8 @@ class Dreams:
         self.runtime = Runtime(bundle, capacity, device=device, threads=threads, decode=decode)
         self.spec, self.capacity = self.runtime.bundle.spec, capacity
         self.num_contexts = self.runtime.num_contexts
-        self.noise_shape = tuple(self.spec["noise"]["shape"])
+        self.noise_shape = self.runtime.bundle.noise_shape
+        self.mode_noise = self.runtime.bundle.mode_noise
         # fresh entropy until a seeded reset replaces a row's generator
         self.rngs = [seeding.np_random()[0] for _ in range(capacity)]
         self._shown = np.zeros((capacity, *self.spec["observation"]["shape"]), np.uint8)
@@ -107,7 +109,7 @@ class Dreams:
         for k, row in enumerate(rows):
             noise[k] = self.rngs[row].random(self.noise_shape, dtype=np.float32)
             uniform[k] = self.rngs[row].random()
-        noise[self.mode[rows]] = MODE_NOISE
+        noise[self.mode[rows]] = self.mode_noise
         reward, cont, _ = self.runtime.step(rows, actions, noise)
         self._current[rows] = False
         return reward, cont, uniform >= cont.astype(np.float64)
