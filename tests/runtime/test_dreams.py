@@ -34,8 +34,8 @@ def test_a_row_draws_exactly_what_a_gymnasium_seeded_generator_draws(dreams):
     dreams.step(np.array([2]), np.array([1]))
     expected = seeding.np_random(11)[0]
     expected.integers(dreams.num_contexts)  # the start context
-    expected.random(dreams.noise_shape, dtype=np.float32)  # the step's noise, by its format
-    expected.random()  # the end decision, drawn however the step ends
+    size = int(np.prod(dreams.noise_shape)) + 1  # the step's noise, by its format, and then
+    expected.random(size, dtype=np.float32)  # the end decision, drawn however the step ends
     assert dreams.rngs[2].bit_generator.state == expected.bit_generator.state
 
 

@@ -65,9 +65,10 @@ def wait_until(condition, timeout=10.0):
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
 def test_remote_dreams_what_in_process_dreams_for_the_same_seeds(server, obs_type):
-    remote = gymnasium.make_vec(ID, num_envs=4, server=server.address, obs_type=obs_type)
-    local = gymnasium.make_vec(ID, num_envs=4, threads=1, obs_type=obs_type)
-    ours, theirs = play(remote, 60, 5), play(local, 60, 5)
+    # 8 x 150 steps: the default dream ends about 4 episodes per 1,000 random steps
+    remote = gymnasium.make_vec(ID, num_envs=8, server=server.address, obs_type=obs_type)
+    local = gymnasium.make_vec(ID, num_envs=8, threads=1, obs_type=obs_type)
+    ours, theirs = play(remote, 150, 5), play(local, 150, 5)
     ends = 0
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)  # observations

@@ -104,15 +104,15 @@ class Dreams:
             reward (n,) float32, continue probability (n,) float32, terminated (n,) bool.
         """
         rows = np.asarray(rows, np.int64)
-        noise = np.empty((len(rows), *self.noise_shape), np.float32)
-        uniform = np.empty(len(rows), np.float64)
-        for k, row in enumerate(rows):
-            noise[k] = self.rngs[row].random(self.noise_shape, dtype=np.float32)
-            uniform[k] = self.rngs[row].random()
+        # one call per row draws its noise and, last, the uniform that decides its end
+        draws = np.empty((len(rows), int(np.prod(self.noise_shape)) + 1), np.float32)
+        for k, row in enumerate(rows.tolist()):
+            self.rngs[row].random(dtype=np.float32, out=draws[k])
+        noise = draws[:, :-1].reshape(len(rows), *self.noise_shape)
         noise[self.mode[rows]] = self.mode_noise
-        reward, cont, _ = self.runtime.step(rows, actions, noise)
+        reward, cont, _ = self.runtime.step(rows, actions, np.ascontiguousarray(noise))
         self._current[rows] = False
-        return reward, cont, uniform >= cont.astype(np.float64)
+        return reward, cont, draws[:, -1] >= cont
 
     def latents(self, rows: np.ndarray) -> np.ndarray:
         """The current latents of ``rows`` (n, ...), a copy."""
