@@ -111,19 +111,6 @@ def test_fidelity_benchmark_prints_a_row_per_preset_and_motion_weight(breakout_r
     assert (tmp_path / "fidelity.json").is_file()
 
 
-def test_control_benchmark_plays_both_policies_in_the_game_and_the_dream(tmp_path):
-    command = [sys.executable, "benchmarks/control.py", "--envs", "2", "--steps", "20",
-               "--episode-steps", "8", "--json", str(tmp_path / "control.json")]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    rows = __import__("json").loads((tmp_path / "control.json").read_text())
-    for where in ("real game", "dream (sampled latents)", "dream (mode latents)"):
-        for kind in ("random", "tracker"):
-            row = rows[f"{where}, {kind}"]
-            assert 0 <= row["ball_in_play"] <= 1 and row["ends_per_1000"] >= 0
-    assert result.stdout.count("tracker / random rewards") == 3
-
-
 def test_play_benchmark_prints_key_to_frame_latency_in_process_and_served():
     pytest.importorskip("aiohttp")
     command = [sys.executable, "-m", "wmsim", "bench", "play", "--presses", "2", "--fps", "30"]
