@@ -87,6 +87,11 @@ def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
     assert rates["still_game_ends"] > rates["tracker_game_ends"]
     again = contingency.policy_table(bundle, lives=True, branches=12, horizon=24, seed=3)
     assert json.dumps(again) == json.dumps(rates)  # seeded, game and dream (NaN: no gap)
+    drawn = contingency.policy_table(
+        bundle, lives=True, branches=12, horizon=24, seed=3, sampled=True
+    )
+    assert drawn["still_game_ends"] == rates["still_game_ends"]  # the same real branches
+    assert drawn["still_dream_ends"] != rates["still_dream_ends"]  # dreamed otherwise
 
 
 def test_bundle_eval_prints_and_saves_the_policy_table(tmp_path, capsys):

@@ -348,7 +348,9 @@ def _bundle_eval(argv: list[str]) -> int:
     print(table(metrics))
     if args.policies:
         lives = life_loss_ends(bundle)
-        rates = policy_table(bundle, lives=lives, branches=args.branches, seed=args.seed)
+        rates = policy_table(
+            bundle, lives=lives, branches=args.branches, seed=args.seed, sampled=args.sampled
+        )
         print(policy_lines(rates, lives))
         metrics |= {f"policy_{k}": v for k, v in rates.items()}
     if args.json is not None:

@@ -7,8 +7,9 @@ kind of policy (the ball tracker with 25% random actions) under the bundle's
 own settings; at ``branches`` points in mid-play the emulator's state is
 saved, and from each, every fixed policy plays ``horizon`` steps twice: in the
 real game (the state restored) and in the bundle's dream (its graphs observe
-the same ``context`` real frames, then step with sampled latents, as a dream
-env does). Rewards and ends (lost lives where the bundle's continue head
+the same ``context`` real frames, then step with each latent's most likely
+class, as ``bundle eval`` dreams, or sampled ones, as a dream env does by
+default). Rewards and ends (lost lives where the bundle's continue head
 learned them, else episode ends; the dream's are its expected ends, the sum of
 its end probabilities) are counted per branch.
 
@@ -131,17 +132,26 @@ def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> 
     return out
 
 
-def dream_branches(graphs, contexts, policy: Policy, horizon: int, seed: int) -> np.ndarray:
-    """Rewards and expected ends (n, 2) of ``horizon`` dreamed steps of ``policy`` per context."""
+def dream_branches(
+    graphs, contexts, policy: Policy, horizon: int, seed: int, sampled: bool
+) -> np.ndarray:
+    """Rewards and expected ends (n, 2) of ``horizon`` dreamed steps of ``policy`` per context.
+
+    ``sampled`` draws every latent with seeded noise; otherwise each takes its most likely class.
+    """
     rng = np.random.default_rng(seed)
     state, latent = graphs.observe(contexts["frames"], contexts["actions"], contexts["is_first"])
     frames = contexts["frames"][:, -1]
     n = len(frames)
-    noise_shape = tuple(graphs.bundle.spec["noise"]["shape"])
+    noise_shape = graphs.bundle.noise_shape
     out = np.zeros((n, 2))
     first = np.ones(n, bool)
     for _ in range(horizon):
-        noise = rng.random((n, *noise_shape), dtype=np.float32)
+        noise = (
+            rng.random((n, *noise_shape), dtype=np.float32)
+            if sampled
+            else np.full((n, *noise_shape), graphs.bundle.mode_noise, np.float32)
+        )
         state, reward, cont, latent = graphs.step(state, policy(frames, first), noise)
         out[:, 0] += reward
         out[:, 1] += 1.0 - cont
@@ -151,7 +161,7 @@ def dream_branches(graphs, contexts, policy: Policy, horizon: int, seed: int) ->
 
 def policy_table(
     bundle: Bundle, *, lives: bool, branches: int = 256, horizon: int = 32, every: int = 25,
-    seed: int = 0, device: str = "cpu",
+    seed: int = 0, sampled: bool = False, device: str = "cpu",
 ) -> dict[str, float]:  # fmt: skip
     """Mean rewards and ends per branch of every policy, in the game and in the dream.
 
@@ -167,14 +177,15 @@ def policy_table(
     )
     graphs = Graphs(bundle, device=device)
     meanings, names = list(bundle.spec["actions"]), policies_for(bundle.game)
-    rates: dict[str, float] = {"branches": len(snapshots), "horizon": horizon}
+    rates: dict[str, float] = {"branches": len(snapshots), "horizon": horizon, "sampled": sampled}
     for k, name in enumerate(names):
         game = game_branches(
             env, snapshots, make_policy(name, meanings, 1, seed + k), horizon, lives
         )
         dream = dream_branches(
-            graphs, contexts, make_policy(name, meanings, len(snapshots), seed + k), horizon, seed
-        )
+            graphs, contexts, make_policy(name, meanings, len(snapshots), seed + k), horizon, seed,
+            sampled,
+        )  # fmt: skip
         for where, counts in (("game", game), ("dream", dream)):
             rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = counts.mean(0)
     env.close()
@@ -192,7 +203,7 @@ def policy_lines(rates: dict[str, float], lives: bool) -> str:
     names = [p for p in POLICIES if f"{p}_game_rewards" in rates]
     lines = [
         f"fixed policies from {int(rates['branches'])} mid-play states, {int(rates['horizon'])} "
-        "steps each, per branch:",
+        f"steps each ({'sampled' if rates['sampled'] else 'most likely'} latents), per branch:",
         f"{'policy':8} {'rewards: game':>14} {'dream':>6}   {ends + ': game':>18} {'dream':>6}",
     ]
     for name in names:
