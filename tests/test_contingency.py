@@ -64,16 +64,16 @@ def test_the_gap_share_is_the_dreams_difference_between_tracker_and_still(monkey
 
     monkeypatch.setattr(contingency, "make_policy", fake_policy)
     monkeypatch.setattr(contingency, "game_branches",
-                        lambda *a: np.array([game[current["name"]]]))  # fmt: skip
+                        lambda *a: np.array([game[current["name"]]] * 2))  # fmt: skip
     monkeypatch.setattr(contingency, "dream_branches",
-                        lambda *a: np.array([dream[current["name"]]]))  # fmt: skip
+                        lambda *a: np.array([dream[current["name"]]] * 2))  # fmt: skip
     rates = contingency.policy_table(open_bundle(SHIPPED), lives=True, branches=2, every=10)
     # the tracker earns 0.25 more than standing still in the game, 0.05 more in the dream
     assert rates["rewards_gap_share"] == pytest.approx((0.5 - 0.45) / (0.8 - 0.55))
     # and loses 0.4 fewer lives in the game, 0.02 fewer in the dream
     assert rates["ends_gap_share"] == pytest.approx((0.6 - 0.62) / (0.25 - 0.65))
     text = contingency.policy_lines(rates, lives=True)
-    assert "lives lost" in text and "tracker-still gap" in text and "rewards 0.20" in text
+    assert "lives lost" in text and "tracker-still gap" in text and "rewards 0.20 ± 0.00" in text
 
 
 def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():

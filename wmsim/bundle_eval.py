@@ -51,8 +51,8 @@ class BundleEvalArgs:
     policies: bool = False
     """Also branch fixed policies (follow the ball, stand still, random) from the same real
     states into the game and the dream, and print how much of the game's difference between
-    them the dream reproduces (wmsim.contingency); about 20 seconds more."""
-    branches: int = 256
+    them the dream reproduces (wmsim.contingency); about 40 seconds more."""
+    branches: int = 512
     """Real mid-play states the policies branch from, 32 steps each (with --policies)."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""

@@ -160,7 +160,7 @@ def dream_branches(
 
 
 def policy_table(
-    bundle: Bundle, *, lives: bool, branches: int = 256, horizon: int = 32, every: int = 25,
+    bundle: Bundle, *, lives: bool, branches: int = 512, horizon: int = 32, every: int = 25,
     seed: int = 0, sampled: bool = False, device: str = "cpu",
 ) -> dict[str, float]:  # fmt: skip
     """Mean rewards and ends per branch of every policy, in the game and in the dream.
@@ -178,6 +178,7 @@ def policy_table(
     graphs = Graphs(bundle, device=device)
     meanings, names = list(bundle.spec["actions"]), policies_for(bundle.game)
     rates: dict[str, float] = {"branches": len(snapshots), "horizon": horizon, "sampled": sampled}
+    dreamed: dict[str, np.ndarray] = {}
     for k, name in enumerate(names):
         game = game_branches(
             env, snapshots, make_policy(name, meanings, 1, seed + k), horizon, lives
@@ -188,12 +189,17 @@ def policy_table(
         )  # fmt: skip
         for where, counts in (("game", game), ("dream", dream)):
             rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = counts.mean(0)
+        dreamed[name] = dream
     env.close()
     first, second = names[:2]  # the pair the game sets furthest apart
-    for kind in ("rewards", "ends"):
+    differences = dreamed[first] - dreamed[second]  # (branches, 2), paired
+    for column, kind in enumerate(("rewards", "ends")):
         gap = rates[f"{first}_game_{kind}"] - rates[f"{second}_game_{kind}"]
-        dreamed = rates[f"{first}_dream_{kind}"] - rates[f"{second}_dream_{kind}"]
-        rates[f"{kind}_gap_share"] = dreamed / gap if gap else float("nan")
+        share = differences[:, column].mean() / gap if gap else float("nan")
+        rates[f"{kind}_gap_share"] = share
+        # its standard error from the dream's spread over the branches (the game's is left out)
+        spread = differences[:, column].std(ddof=1) / np.sqrt(len(differences))
+        rates[f"{kind}_gap_share_se"] = spread / abs(gap) if gap else float("nan")
     return rates
 
 
@@ -213,6 +219,7 @@ def policy_lines(rates: dict[str, float], lives: bool) -> str:
         )
     lines.append(
         f"share of the game's {names[0]}-{names[1]} gap the dream reproduces: rewards "
-        f"{rates['rewards_gap_share']:.2f}, {ends} {rates['ends_gap_share']:.2f} (1: as the game)"
+        f"{rates['rewards_gap_share']:.2f} ± {rates['rewards_gap_share_se']:.2f}, {ends} "
+        f"{rates['ends_gap_share']:.2f} ± {rates['ends_gap_share_se']:.2f} (1: as the game)"
     )
     return "\n".join(lines)
