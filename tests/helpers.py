@@ -1,4 +1,5 @@
-"""Helpers shared by tests: synthetic replays whose frames spell out where they came from."""
+"""Helpers shared by tests: synthetic replays whose frames spell out where they came from, and an
+old bundle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import numpy as np
 
 from wmsim.replay.format import make_manifest
 from wmsim.replay.writer import ReplayLock, ReplayWriter
+
+FORMAT_1_BUNDLE = Path(__file__).parent / "data" / "breakout-format1.wmsim"
+"""The Breakout default wmsim shipped before bundle format 2 (Gumbel-max noise, one uniform per
+class): tests dream it to show that format-1 bundles still load and dream."""
 
 SYNTHETIC_ENV = {"game": "Synthetic", "size": 4, "frame_skip": 4, "sticky_action_prob": 0.0,
                  "noop_max": 0, "max_frames": 1000}  # fmt: skip

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import FORMAT_1_BUNDLE as FORMAT_1
 
 from wmsim.bundle import BundleError, open_bundle, sha256
 from wmsim.cli import main
@@ -66,11 +67,15 @@ def test_a_truncated_graph_is_refused_even_with_a_matching_hash(bundle):
     refused(bundle, "observe.onnx is not an ONNX model")
 
 
-def test_the_embedded_default_is_format_1_and_samples_by_gumbel_max():
-    """Format 1 still loads and dreams (tests/runtime, tests/server): until it is re-exported."""
+def test_the_default_is_format_2_and_a_format_1_bundle_still_loads():
+    """Format 1 also dreams (tests/runtime, tests/server), on the default it replaced."""
     bundle = open_bundle(DEFAULT)
-    assert bundle.spec["format"] == 1 and "sampling" not in bundle.spec["noise"]
-    assert bundle.noise_shape == (32, 32) and bundle.mode_noise == 0.5
+    assert bundle.spec["format"] == 2 and bundle.spec["noise"]["sampling"] == "inverse-cdf"
+    assert bundle.noise_shape == (32,) and bundle.mode_noise < 0
+    old = open_bundle(FORMAT_1)
+    assert old.spec["format"] == 1 and "sampling" not in old.spec["noise"]
+    assert old.noise_shape == (32, 32) and old.mode_noise == 0.5
+    assert main(["bundle", "check", str(FORMAT_1)]) == 0
 
 
 def test_a_newer_format_is_refused_with_how_to_export_it_again(bundle):
@@ -84,11 +89,15 @@ def test_a_newer_format_is_refused_with_how_to_export_it_again(bundle):
     refused(bundle, "bundle format True")
 
 
-def test_noise_that_its_format_does_not_draw_is_refused(bundle):
-    edit_spec(bundle, lambda spec: spec["noise"].__setitem__("sampling", "inverse-cdf"))
-    refused(bundle, "drawn by 'inverse-cdf', but format 1 draws it by 'gumbel-max'")
-    edit_spec(bundle, lambda spec: spec["noise"].update(shape=[32], sampling="gumbel-max"))
+def test_noise_that_its_format_does_not_draw_is_refused(bundle, tmp_path):
+    edit_spec(bundle, lambda spec: spec["noise"].__setitem__("sampling", "gumbel-max"))
+    refused(bundle, "drawn by 'gumbel-max', but format 2 draws it by 'inverse-cdf'")
+    edit_spec(bundle, lambda spec: spec["noise"].update(shape=[32, 32], sampling="inverse-cdf"))
     refused(bundle, "the noise is not what the step graph takes")
+    old = tmp_path / "old.wmsim"
+    shutil.copytree(FORMAT_1, old)
+    edit_spec(old, lambda spec: spec["noise"].__setitem__("sampling", "inverse-cdf"))
+    refused(old, "drawn by 'inverse-cdf', but format 1 draws it by 'gumbel-max'")
 
 
 def test_a_spec_that_is_not_json_or_lacks_keys_is_refused(bundle):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from gymnasium.utils import seeding
+from helpers import FORMAT_1_BUNDLE
 
 from wmsim.runtime.dreams import Dreams
 from wmsim.store import EMBEDDED
@@ -12,10 +13,8 @@ DEFAULT = EMBEDDED / "Breakout.wmsim"
 
 @pytest.fixture(scope="module", params=["format 1", "format 2"])
 def dreams(request):
-    """The embedded default (format 1: Gumbel-max), and a format-2 bundle (inverse CDF)."""
-    bundle = (
-        DEFAULT if request.param == "format 1" else request.getfixturevalue("inverse_cdf_bundle")
-    )
+    """The default shipped before (format 1: Gumbel-max) and today's (format 2: inverse CDF)."""
+    bundle = FORMAT_1_BUNDLE if request.param == "format 1" else DEFAULT
     return Dreams(bundle, 4, device="cpu", threads=1)
 
 

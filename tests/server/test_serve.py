@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
+from helpers import FORMAT_1_BUNDLE
 from serving import play, self_signed, served
 
 import wmsim  # noqa: F401  registers the ids
@@ -110,12 +111,12 @@ def test_mode_latents_are_the_same_remote_and_in_process(server):
 
 
 @pytest.mark.slow
-def test_a_format_2_bundle_dreams_the_same_remote_and_in_process(inverse_cdf_bundle):
-    """One uniform per categorical, the mode by a negative one: the same dreams on both sides."""
-    with served("--model", inverse_cdf_bundle) as running:
+def test_a_format_1_bundle_dreams_the_same_remote_and_in_process():
+    """Gumbel-max noise, one uniform per class, the mode by 0.5: the same dreams on both sides."""
+    with served("--model", FORMAT_1_BUNDLE) as running:
         for latents in ("sampled", "mode"):
             remote = gymnasium.make_vec(ID, num_envs=3, server=running.address, latents=latents)
-            local = gymnasium.make_vec(ID, num_envs=3, model=inverse_cdf_bundle, threads=1,
+            local = gymnasium.make_vec(ID, num_envs=3, model=FORMAT_1_BUNDLE, threads=1,
                                        latents=latents)  # fmt: skip
             for a, b in zip(play(remote, 20, 6), play(local, 20, 6), strict=True):
                 np.testing.assert_array_equal(a[0], b[0])  # frames, uint8
