@@ -35,6 +35,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import queue
 import re
 import subprocess
 import sys
@@ -113,13 +114,23 @@ def counters(address: str | list[str]) -> tuple[int, int]:
 
 
 def remote(
-    address, clients, num_envs, obs_type, steps, tune_malloc
+    address, clients, num_envs, obs_type, steps, tune_malloc, threads: bool = False
 ) -> tuple[float, list[float], float]:
-    """(env steps/s over all clients, every step's latency, envs per model call)."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(clients), context.Queue()
-    processes = [context.Process(target=client, args=(address, num_envs, obs_type, steps,
-                                                      1000 * i, barrier, results, tune_malloc))
+    """(env steps/s over all clients, every step's latency, envs per model call).
+
+    Clients are processes, or with ``threads`` threads of one process (16 client processes and
+    the model do not fit two cores; threads share one Python runtime, as an RL library's
+    vectorized workers may).
+    """
+    if threads:
+        barrier, results = threading.Barrier(clients), queue.Queue()
+        make = threading.Thread
+    else:
+        context = multiprocessing.get_context("spawn")
+        barrier, results = context.Barrier(clients), context.Queue()
+        make = context.Process
+    processes = [make(target=client, args=(address, num_envs, obs_type, steps, 1000 * i, barrier,
+                                           results, tune_malloc))
                  for i in range(clients)]  # fmt: skip
     for process in processes:
         process.start()
@@ -156,6 +167,10 @@ def main() -> None:
     parser.add_argument(
         "--replicas", type=int, default=1, help="2 or more: add a row of one client over them"
     )
+    parser.add_argument(
+        "--client-threads", action="store_true",
+        help="add a row of the --clients clients as threads of one process",
+    )  # fmt: skip
     parser.add_argument(
         "--no-tune-malloc",
         dest="tune_malloc",
@@ -205,6 +220,10 @@ def main() -> None:
                 f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
                     address, args.clients, small, o, args.steps, args.tune_malloc),
             }  # fmt: skip
+            if args.client_threads:
+                setups[f"remote {args.clients} threads x {small}"] = lambda o=obs_type: remote(
+                    address, args.clients, small, o, args.steps, args.tune_malloc, threads=True
+                )
             if len(replicas) > 1:
                 setups[f"remote 1 x {args.batch} on {len(replicas)} replicas"] = (
                     lambda o=obs_type: remote(replicas, 1, args.batch, o, args.steps,
@@ -218,7 +237,8 @@ def main() -> None:
             local, one, many, *spread = (best[name][0] for name in setups)
             ratios[obs_type] = (one / local, many / one)
             shown = ["", f"{one / local:.2f} x local", f"{many / one:.2f} x 1 big"]
-            shown += [f"{rate / one:.2f} x 1 srv" for rate in spread]
+            shown += [f"{spread[0] / one:.2f} x 1 big"] if args.client_threads else []
+            shown += [f"{rate / one:.2f} x 1 srv" for rate in spread[bool(args.client_threads) :]]
             for (name, (rate, latencies, per_call)), ratio in zip(best.items(), shown, strict=True):
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                 print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"

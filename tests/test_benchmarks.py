@@ -87,14 +87,17 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     assert lines[-1].startswith("target: 2 x 2 / 1 x 4 at least 0.8")
 
 
-def test_serve_benchmark_adds_a_row_over_replicas_and_says_what_it_measures():
+def test_serve_benchmark_adds_rows_of_client_threads_and_over_replicas():
     command = [sys.executable, "-m", "wmsim", "bench", "serve", "--batch", "4", "--clients", "2",
-               "--steps", "3", "--repeats", "1", "--obs", "latent", "--replicas", "2"]  # fmt: skip
+               "--steps", "3", "--repeats", "1", "--obs", "latent", "--replicas", "2",
+               "--client-threads"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any("no speed-up figure" in line for line in lines)
     rows = {line[8:36].strip(): line[36:].split() for line in lines if line.startswith("latent")}
+    threads = rows["remote 2 threads x 2"]
+    assert float(threads[0]) > 0 and threads[2:5] == ["x", "1", "big"]
     values = rows["remote 1 x 4 on 2 replicas"]
     assert float(values[0]) > 0 and float(values[1]) > 0 and values[2:5] == ["x", "1", "srv"]
     assert 0 < float(values[-1]) <= 2  # envs per model call: each replica holds two of the four
