@@ -204,7 +204,9 @@ def test_the_clock_plays_every_chosen_action_once_in_order_then_the_held_one(rec
     async def scenario():
         async with play_server(open_dream, fps=60) as (url, _), aiohttp.ClientSession() as s:
             ws, _ = await open_game(s, url, paused=False)
-            await ws.send_json({"type": "reset", "seed": 1})
+            # seed 2: the shipped dream goes on for 34 steps of these actions after up to 39 NOOPs
+            # (an ended episode stops the clock, and no frame would come)
+            await ws.send_json({"type": "reset", "seed": 2})
             await receive(ws, "frame")
             for i, action in enumerate([RIGHT, LEFT, FIRE, LEFT], start=1):
                 await ws.send_json({"type": "action", "action": action, "id": i})
@@ -213,6 +215,7 @@ def test_the_clock_plays_every_chosen_action_once_in_order_then_the_held_one(rec
                 if 4 in inputs:
                     break
                 frame = await receive(ws, "frame")
+                assert frame["ended"] is None, "the dream ended before the actions were played"
                 if frame["input"] is not None:
                     inputs.append(frame["input"])
                     assert frame["action"] == [RIGHT, LEFT, FIRE, LEFT][frame["input"] - 1]
@@ -222,7 +225,7 @@ def test_the_clock_plays_every_chosen_action_once_in_order_then_the_held_one(rec
             return inputs
 
     assert asyncio.run(scenario()) == [1, 2, 3, 4]
-    played = made[0].calls[made[0].calls.index(("reset", 1)) + 1 :]
+    played = made[0].calls[made[0].calls.index(("reset", 2)) + 1 :]
     runs = [a for i, a in enumerate(played) if i == 0 or played[i - 1] != a]
     assert runs[-4:] == [RIGHT, LEFT, FIRE, LEFT] and set(runs[:-4]) <= {NOOP}
 
