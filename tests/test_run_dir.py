@@ -86,6 +86,16 @@ def test_running_logs_from_its_step_and_saves_nothing_when_the_loop_ends(tmp_pat
     assert log.file.closed and bar.disable
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raising KeyboardInterrupt, as in a terminal: a suite started in the background
+    (``... &`` in a script) starts with SIGINT ignored, and Python then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_saves_a_checkpoint_then_goes_on(tmp_path, sig):
     run_dir = started(tmp_path / "run")

@@ -110,8 +110,12 @@ def test_a_stopped_two_rank_run_saves_once_and_every_rank_exits(breakout_replay,
     run = tmp_path / "run"
     command = [sys.executable, "-m", "wmsim", "train", "--nproc", "2",
                *options(breakout_replay, run, 100_000, log_every=1)]  # fmt: skip
-    # its own process group, as a terminal's Ctrl-C reaches every process in it
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # its own process group, as a terminal's Ctrl-C reaches every process in it; SIGINT at its
+    # default, as in a terminal (a suite started in the background passes it on ignored)
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while not read_metrics(run, "train") and time.monotonic() < deadline:
         time.sleep(0.2)
