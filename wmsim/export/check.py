@@ -2,9 +2,10 @@
 
 Both sides observe the same real start contexts, then dream a few steps from
 the same random actions and noise, each side from its own previous state, and
-decode every frame. The first row takes the mode noise, so the mode's path through
-the step graph is compared too. Floating-point outputs must agree to a tolerance; token
-ids, flags and positions exactly; frames to within one level of 255.
+decode every frame. One row samples its latents and the others take the mode, so
+both paths through the step graph are compared. Floating-point outputs must agree
+to a tolerance; token ids, flags and positions exactly; frames to within one level
+of 255.
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ def compare_with_torch(
     _compare("observe latent", latent, model.latent(ref), problems)
     for t in range(steps):
         action = rng.integers(len(bundle.actions), size=batch)
-        noise = rng.random((batch, *bundle.noise_shape), dtype=np.float32)
-        noise[0] = bundle.mode_noise
+        # the last row samples; the others take the mode. A uniform within float rounding of a
+        # class boundary may draw either class in onnxruntime and torch (their cumulative sums
+        # differ in the last bits): about 1e-4 per draw of REM's 512 codes, so sampling every
+        # row of a multi-step check flipped a token in 1 of about 2,700 draws
+        noise = np.full((batch, *bundle.noise_shape), bundle.mode_noise, np.float32)
+        noise[-1] = rng.random(bundle.noise_shape, dtype=np.float32)
         state, reward, cont, latent = graphs.step(state, action, noise)
         ref, ref_reward, ref_cont, ref_latent = model.step(
             ref, torch.from_numpy(action), torch.from_numpy(noise)
