@@ -13,7 +13,7 @@ noise too, then steps with the bundle format's mode noise, which picks each
 latent's most likely class). The noise is one uniform per categorical latent in
 format 2, one per class in format 1 (:data:`wmsim.bundle.SAMPLING`). A step
 terminates when that number is at least the model's continue probability
-(compared in float64). A row's generator is exactly the one
+(compared in float32, as it is drawn). A row's generator is exactly the one
 ``gymnasium.Env.reset(seed=s)`` makes, so a dream seeded ``s`` is the one
 ``DreamEnv`` dreams in-process.
 """
