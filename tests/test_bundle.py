@@ -76,6 +76,11 @@ def test_the_default_is_format_2_and_a_format_1_bundle_still_loads():
     assert old.spec["format"] == 1 and "sampling" not in old.spec["noise"]
     assert old.noise_shape == (32, 32) and old.mode_noise == 0.5
     assert main(["bundle", "check", str(FORMAT_1)]) == 0
+    for b in (bundle, old):  # noise for n rows: every mode, or the generator's next uniforms
+        assert (b.noise(3) == b.mode_noise).all() and b.noise(3).shape == (3, *b.noise_shape)
+        drawn = b.noise(2, np.random.default_rng(5))
+        assert drawn.dtype == np.float32 and (drawn >= 0).all()
+        assert (drawn == np.random.default_rng(5).random(drawn.shape, dtype=np.float32)).all()
 
 
 def test_a_newer_format_is_refused_with_how_to_export_it_again(bundle):

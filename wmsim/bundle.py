@@ -123,6 +123,13 @@ class Bundle:
         """The noise value that makes the step graph take every latent's mode."""
         return MODE_NOISE[self.spec["format"]]
 
+    def noise(self, rows: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Step-graph noise for ``rows`` rows: uniforms from ``rng``, or with None every mode."""
+        shape = (rows, *self.noise_shape)
+        if rng is None:
+            return np.full(shape, self.mode_noise, np.float32)
+        return rng.random(shape, dtype=np.float32)
+
     @property
     def context(self) -> int:
         """Real frames in each start context."""

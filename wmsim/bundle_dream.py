@@ -76,7 +76,7 @@ def dream_bundle(
     rng = np.random.default_rng(seed)
     dreamed = []
     for action in real["actions"][context - 1 :]:
-        noise = rng.random((1, *bundle.noise_shape), dtype=np.float32)
+        noise = bundle.noise(1, rng)
         state, _, _, latent = graphs.step(state, np.array([action]), noise)
         dreamed.append(graphs.decode(latent)[0])
     frames = real["frames"]

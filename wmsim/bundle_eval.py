@@ -53,7 +53,10 @@ class BundleEvalArgs:
     states into the game and the dream, and print how much of the game's difference between
     them the dream reproduces (wmsim.contingency); about 40 seconds more."""
     branches: int = 512
-    """Real mid-play states the policies branch from, 32 steps each (with --policies)."""
+    """Real mid-play states the policies branch from (with --policies)."""
+    horizon: int = 32
+    """Steps of each branch (with --policies); a longer one is also shown per 16 steps, to see
+    whether the dream keeps paying as the game does when it runs on."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""
 
@@ -100,7 +103,6 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
     """
     n, horizon = len(real["obs"]), max(HORIZONS)
     out: dict[str, list] = {"recon": [], "reward": [], "cont": [], **{h: [] for h in HORIZONS}}
-    noise_shape = graphs.bundle.noise_shape
     for begin in range(0, len(starts), BATCH):
         s = starts[begin : begin + BATCH]
         rows = s[:, None] + np.arange(context)
@@ -108,10 +110,8 @@ def dream_windows(graphs, real: dict[str, np.ndarray], starts: np.ndarray, conte
         is_first[:, 0] = True
         state, latent = graphs.observe(real["obs"][rows], real["action"][rows[:, :-1]], is_first)
         out["recon"].append(graphs.decode(latent))
-        noise = np.full((len(s), *noise_shape), graphs.bundle.mode_noise, np.float32)
         for h in range(1, horizon + 1):
-            if rng is not None:
-                noise = rng.random((len(s), *noise_shape), dtype=np.float32)
+            noise = graphs.bundle.noise(len(s), rng)
             action = real["action"][np.minimum(s + context - 2 + h, n - 1)]
             state, reward, cont, latent = graphs.step(state, action, noise)
             if h == 1:

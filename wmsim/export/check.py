@@ -63,8 +63,8 @@ def compare_with_torch(
         # class boundary may draw either class in onnxruntime and torch (their cumulative sums
         # differ in the last bits): about 1e-4 per draw of REM's 512 codes, so sampling every
         # row of a multi-step check flipped a token in 1 of about 2,700 draws
-        noise = np.full((batch, *bundle.noise_shape), bundle.mode_noise, np.float32)
-        noise[-1] = rng.random(bundle.noise_shape, dtype=np.float32)
+        noise = bundle.noise(batch)
+        noise[-1] = bundle.noise(1, rng)[0]
         state, reward, cont, latent = graphs.step(state, action, noise)
         ref, ref_reward, ref_cont, ref_latent = model.step(
             ref, torch.from_numpy(action), torch.from_numpy(noise)
