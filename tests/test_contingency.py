@@ -64,16 +64,19 @@ def test_the_gap_share_is_the_dreams_difference_between_tracker_and_still(monkey
 
     monkeypatch.setattr(contingency, "make_policy", fake_policy)
     monkeypatch.setattr(contingency, "game_branches",
-                        lambda *a: np.array([game[current["name"]]] * 2))  # fmt: skip
+                        lambda *a: np.array([[game[current["name"]]]] * 2))  # fmt: skip
     monkeypatch.setattr(contingency, "dream_branches",
-                        lambda *a: np.array([dream[current["name"]]] * 2))  # fmt: skip
-    rates = contingency.policy_table(open_bundle(SHIPPED), lives=True, branches=2, every=10)
+                        lambda *a: np.array([[dream[current["name"]]]] * 2))  # fmt: skip
+    rates = contingency.policy_table(
+        open_bundle(SHIPPED), lives=True, branches=2, horizon=1, every=10
+    )
     # the tracker earns 0.25 more than standing still in the game, 0.05 more in the dream
     assert rates["rewards_gap_share"] == pytest.approx((0.5 - 0.45) / (0.8 - 0.55))
     # and loses 0.4 fewer lives in the game, 0.02 fewer in the dream
     assert rates["ends_gap_share"] == pytest.approx((0.6 - 0.62) / (0.25 - 0.65))
     text = contingency.policy_lines(rates, lives=True)
     assert "lives lost" in text and "tracker-still gap" in text and "rewards 0.20 ± 0.00" in text
+    assert "per 16 steps" not in text  # one step: no segments
 
 
 def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
@@ -85,6 +88,10 @@ def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
             assert 0.0 <= rates[f"{name}_{where}_rewards"] and 0.0 <= rates[f"{name}_{where}_ends"]
     # standing still in the real game loses more lives than following the ball
     assert rates["still_game_ends"] > rates["tracker_game_ends"]
+    # 24 steps: the first 16 and the last 8, which add up to the branch
+    for key in ("tracker_game_rewards", "tracker_dream_rewards", "still_dream_ends"):
+        assert rates[f"{key}_0to16"] + rates[f"{key}_16to24"] == pytest.approx(rates[key])
+    assert "tracker, per 16 steps of the branch" in contingency.policy_lines(rates, lives=True)
     again = contingency.policy_table(bundle, lives=True, branches=12, horizon=24, seed=3)
     assert json.dumps(again) == json.dumps(rates)  # seeded, game and dream (NaN: no gap)
     drawn = contingency.policy_table(
@@ -103,3 +110,5 @@ def test_bundle_eval_prints_and_saves_the_policy_table(tmp_path, capsys):
     assert {"policy_tracker_game_rewards", "policy_rewards_gap_share"} <= set(saved)
     assert main(["bundle", "eval", str(SHIPPED), "--policies", "--branches", "0"]) != 0
     assert "--branches" in capsys.readouterr().err
+    assert main(["bundle", "eval", str(SHIPPED), "--policies", "--horizon", "0"]) != 0
+    assert "--branches and --horizon must be positive" in capsys.readouterr().err

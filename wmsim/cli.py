@@ -334,8 +334,10 @@ def _bundle_eval(argv: list[str]) -> int:
     from wmsim.files import atomic_write_json
 
     args = _parse_positional(BundleEvalArgs, "wmsim bundle eval", argv)
-    if args.branches < 1:
-        raise UserError(f"--branches must be positive, got {args.branches}")
+    if args.branches < 1 or args.horizon < 1:
+        raise UserError(
+            f"--branches and --horizon must be positive, got {args.branches} and {args.horizon}"
+        )
     bundle = open_bundle(args.path)
     metrics = evaluate_bundle(
         bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled
@@ -349,8 +351,9 @@ def _bundle_eval(argv: list[str]) -> int:
     if args.policies:
         lives = life_loss_ends(bundle)
         rates = policy_table(
-            bundle, lives=lives, branches=args.branches, seed=args.seed, sampled=args.sampled
-        )
+            bundle, lives=lives, branches=args.branches, horizon=args.horizon, seed=args.seed,
+            sampled=args.sampled,
+        )  # fmt: skip
         print(policy_lines(rates, lives))
         metrics |= {f"policy_{k}": v for k, v in rates.items()}
     if args.json is not None:

@@ -41,6 +41,8 @@ from wmsim.errors import UserError
 POLICIES = ("tracker", "still", "random")
 SERVE = 0.2
 """How often the ``still`` policy presses FIRE (it serves, then lets the ball fall)."""
+SEGMENT = 16
+"""Steps per segment of a long branch in the per-segment rows."""
 DATA_EPSILON = 0.25
 """Random actions of the tracker that plays up to the branch points, as in the default data."""
 
@@ -116,17 +118,20 @@ def branch_points(spec: dict, *, context: int, branches: int, every: int, seed: 
 
 
 def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> np.ndarray:
-    """Rewards and ends (n, 2) of ``horizon`` real steps of ``policy`` from each snapshot."""
-    out = np.zeros((len(snapshots), 2))
+    """Rewards and ends (n, horizon, 2) of ``horizon`` real steps of ``policy`` per snapshot.
+
+    A branch whose game ends stops there (zeros after).
+    """
+    out = np.zeros((len(snapshots), horizon, 2))
     for i, snapshot in enumerate(snapshots):
         frame = env.restore(snapshot)
         first = True
-        for _ in range(horizon):
+        for t in range(horizon):
             frame, reward, terminated, truncated, info = env.step(
                 int(policy(frame[None], np.array([first]))[0])
             )
             first = False
-            out[i] += reward, bool(info["life_loss"]) if lives else terminated
+            out[i, t] = reward, bool(info["life_loss"]) if lives else terminated
             if terminated or truncated:
                 break
     return out
@@ -135,7 +140,7 @@ def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> 
 def dream_branches(
     graphs, contexts, policy: Policy, horizon: int, seed: int, sampled: bool
 ) -> np.ndarray:
-    """Rewards and expected ends (n, 2) of ``horizon`` dreamed steps of ``policy`` per context.
+    """Rewards and expected ends (n, horizon, 2) of ``horizon`` dreamed steps of ``policy``.
 
     ``sampled`` draws every latent with seeded noise; otherwise each takes its most likely class.
     """
@@ -143,18 +148,12 @@ def dream_branches(
     state, latent = graphs.observe(contexts["frames"], contexts["actions"], contexts["is_first"])
     frames = contexts["frames"][:, -1]
     n = len(frames)
-    noise_shape = graphs.bundle.noise_shape
-    out = np.zeros((n, 2))
+    out = np.zeros((n, horizon, 2))
     first = np.ones(n, bool)
-    for _ in range(horizon):
-        noise = (
-            rng.random((n, *noise_shape), dtype=np.float32)
-            if sampled
-            else np.full((n, *noise_shape), graphs.bundle.mode_noise, np.float32)
-        )
+    for t in range(horizon):
+        noise = graphs.bundle.noise(n, rng if sampled else None)
         state, reward, cont, latent = graphs.step(state, policy(frames, first), noise)
-        out[:, 0] += reward
-        out[:, 1] += 1.0 - cont
+        out[:, t, 0], out[:, t, 1] = reward, 1.0 - cont
         frames, first = graphs.decode(latent), np.zeros(n, bool)
     return out
 
@@ -165,6 +164,8 @@ def policy_table(
 ) -> dict[str, float]:  # fmt: skip
     """Mean rewards and ends per branch of every policy, in the game and in the dream.
 
+    Where ``horizon`` spans more than one :data:`SEGMENT`, also per segment of the branch
+    (``tracker_dream_rewards_16to32``, ...): whether the dream keeps paying as it runs on.
     Also the shares of the game's gap between the first two policies that the dream
     reproduces (``rewards_gap_share``, ``ends_gap_share``), NaN where the game shows none.
     """
@@ -187,9 +188,15 @@ def policy_table(
             graphs, contexts, make_policy(name, meanings, len(snapshots), seed + k), horizon, seed,
             sampled,
         )  # fmt: skip
-        for where, counts in (("game", game), ("dream", dream)):
-            rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = counts.mean(0)
-        dreamed[name] = dream
+        for where, steps in (("game", game), ("dream", dream)):
+            rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = steps.sum(1).mean(0)
+            if horizon > SEGMENT:
+                for start in range(0, horizon, SEGMENT):
+                    part = steps[:, start : start + SEGMENT].sum(1).mean(0)
+                    for kind, value in zip(("rewards", "ends"), part, strict=True):
+                        end = min(start + SEGMENT, horizon)
+                        rates[f"{name}_{where}_{kind}_{start}to{end}"] = value
+        dreamed[name] = dream.sum(1)
     env.close()
     first, second = names[:2]  # the pair the game sets furthest apart
     differences = dreamed[first] - dreamed[second]  # (branches, 2), paired
@@ -204,22 +211,34 @@ def policy_table(
 
 
 def policy_lines(rates: dict[str, float], lives: bool) -> str:
-    """The table as text, one row per policy, then the gap shares."""
+    """The table as text: per policy, the gap shares, then the first policy per segment.
+
+    The segment rows appear where the branches were long enough to have several.
+    """
     ends = "lives lost" if lives else "episode ends"
     names = [p for p in POLICIES if f"{p}_game_rewards" in rates]
+    header = f"{'rewards: game':>14} {'dream':>6}   {ends + ': game':>18} {'dream':>6}"
+
+    def row(label: str, name: str, span: str = "") -> str:
+        game, dream, lost, dreamt = (
+            rates[f"{name}_{where}_{kind}{span}"]
+            for kind in ("rewards", "ends")
+            for where in ("game", "dream")
+        )
+        return f"{label:8} {game:14.2f} {dream:6.2f}   {lost:18.2f} {dreamt:6.2f}"
+
     lines = [
         f"fixed policies from {int(rates['branches'])} mid-play states, {int(rates['horizon'])} "
         f"steps each ({'sampled' if rates['sampled'] else 'most likely'} latents), per branch:",
-        f"{'policy':8} {'rewards: game':>14} {'dream':>6}   {ends + ': game':>18} {'dream':>6}",
-    ]
-    for name in names:
-        lines.append(
-            f"{name:8} {rates[f'{name}_game_rewards']:14.2f} {rates[f'{name}_dream_rewards']:6.2f}"
-            f"   {rates[f'{name}_game_ends']:18.2f} {rates[f'{name}_dream_ends']:6.2f}"
-        )
-    lines.append(
+        f"{'policy':8} {header}",
+        *(row(name, name) for name in names),
         f"share of the game's {names[0]}-{names[1]} gap the dream reproduces: rewards "
         f"{rates['rewards_gap_share']:.2f} ± {rates['rewards_gap_share_se']:.2f}, {ends} "
-        f"{rates['ends_gap_share']:.2f} ± {rates['ends_gap_share_se']:.2f} (1: as the game)"
-    )
+        f"{rates['ends_gap_share']:.2f} ± {rates['ends_gap_share_se']:.2f} (1: as the game)",
+    ]
+    prefix = f"{names[0]}_game_rewards_"
+    spans = [key.removeprefix(prefix) for key in rates if key.startswith(prefix)]
+    if spans:
+        lines += [f"{names[0]}, per {SEGMENT} steps of the branch:", f"{'steps':8} {header}"]
+        lines += [row(span.replace("to", "-"), names[0], f"_{span}") for span in spans]
     return "\n".join(lines)
