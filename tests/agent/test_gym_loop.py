@@ -125,5 +125,5 @@ def test_the_shipped_dream_policy_plays_the_real_game(tmp_path):
     assert main(["eval", "--agent", str(agent), "--episodes", "1", "--max-frames", "2000",
                  "--out", str(out)]) == 0  # fmt: skip
     record = json.loads(out.read_text())
-    assert record["episodes"] == 1 and record["env_steps"] == 3_000_320
+    assert record["episodes"] == 1 and record["env_steps"] == 2_000_384
     assert record["protocol"]["resize"] == "max"  # the dream's frames, as it trained
