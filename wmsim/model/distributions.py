@@ -54,6 +54,11 @@ def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def grouped(logits: Tensor, stoch: int, classes: int) -> Tensor:
+    """Flat latent logits (..., stoch * classes) -> (..., stoch, classes), at least fp32."""
+    return at_least_fp32(logits).unflatten(-1, (stoch, classes))
+
+
 def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
     """Class indices (...) drawn from categoricals ``probs`` (..., K) by one uniform (...) each.
 

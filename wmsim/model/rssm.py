@@ -32,6 +32,7 @@ from wmsim.model.distributions import (
     at_least_fp32,
     categorical_kl,
     draw_one_hot,
+    grouped,
     sample_one_hot,
     unimix,
     unimix_probs,
@@ -140,8 +141,7 @@ class RSSMWorldModel(nn.Module):
         return (self.config.stoch,)
 
     def _grouped(self, logits: Tensor) -> Tensor:
-        """Logits (..., S * K) -> (..., S, K), at least fp32."""
-        return at_least_fp32(logits).unflatten(-1, (self.config.stoch, self.config.classes))
+        return grouped(logits, self.config.stoch, self.config.classes)
 
     def _dist(self, logits: Tensor) -> Tensor:
         return unimix(self._grouped(logits), self.config.unimix)
