@@ -268,12 +268,24 @@ def _agent_train(argv: list[str]) -> int:
         metrics = agent_train(args)
     except KeyboardInterrupt:
         return _interrupted(args.out)
-    shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
     print(
-        f"trained {args.out} to {args.env_steps} env steps"
-        + (f"; real game: {shown}" if shown else "")
+        f"trained {args.out} to {args.env_steps} env steps" + _training_eval_line(metrics, args.out)
     )
     return 0
+
+
+def _training_eval_line(metrics: dict[str, float], out: Path) -> str:
+    """The last periodic evaluation, with its standard error: a few episodes say little."""
+    if not metrics:
+        return ""
+    rest = ", ".join(
+        f"{k} {v:.3g}" for k, v in metrics.items() if k not in ("score", "score_se", "episodes")
+    )
+    return (
+        f"; real game over {int(metrics['episodes'])} episodes: score {metrics['score']:.3g}"
+        f" ± {metrics['score_se']:.2g} (standard error), {rest}."
+        f" For a figure to report: wmsim eval --agent {out} --episodes 100"
+    )
 
 
 def _eval(argv: list[str]) -> int:

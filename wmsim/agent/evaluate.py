@@ -141,9 +141,11 @@ def training_eval_seed(env_steps: int) -> int:
 
 
 def summarize(game: str, result: Episodes) -> dict[str, float]:
-    """Mean score, its spread, the mean length and (for games with human scores) the HNS."""
-    mean = float(np.mean(result.scores))
-    out = {"score": mean, "score_std": float(np.std(result.scores))}
+    """Mean score, its spread and standard error, the mean length and (where known) the HNS."""
+    mean, std = float(np.mean(result.scores)), float(np.std(result.scores))
+    episodes = len(result.scores)
+    out = {"score": mean, "score_std": std, "score_se": std / max(episodes - 1, 1) ** 0.5}
+    out["episodes"] = float(episodes)
     out["length"] = float(np.mean(result.lengths))
     if game in HUMAN_SCORES:
         out["hns"] = human_normalized_score(game, mean)
