@@ -64,9 +64,9 @@ def test_the_gap_share_is_the_dreams_difference_between_tracker_and_still(monkey
 
     monkeypatch.setattr(contingency, "make_policy", fake_policy)
     monkeypatch.setattr(contingency, "game_branches",
-                        lambda *a: np.array([[game[current["name"]]]] * 2))  # fmt: skip
+                        lambda *a: np.array([[(*game[current["name"]], np.nan)]] * 2))  # fmt: skip
     monkeypatch.setattr(contingency, "dream_branches",
-                        lambda *a: np.array([[dream[current["name"]]]] * 2))  # fmt: skip
+                        lambda *a: np.array([[(*dream[current["name"]], np.nan)]] * 2))  # fmt: skip
     rates = contingency.policy_table(
         open_bundle(SHIPPED), lives=True, branches=2, horizon=1, every=10
     )
@@ -77,6 +77,53 @@ def test_the_gap_share_is_the_dreams_difference_between_tracker_and_still(monkey
     text = contingency.policy_lines(rates, lives=True)
     assert "lives lost" in text and "tracker-still gap" in text and "rewards 0.20 ± 0.00" in text
     assert "per 16 steps" not in text  # one step: no segments
+
+
+_ = np.nan
+RETURNED = [40, 45, 50, 55, 56, 54, 50, 45]  # falls to the paddle (row 51.2 of 64), climbs back
+MISSED = [45, 50, 55, 56] + [_] * 16  # the end comes later
+WAVERING = [40, 45, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53]
+
+
+def _outcomes(*rows, ends=None):
+    width = max(len(r) for r in rows)
+    grid = np.array([list(r) + [_] * (width - len(r)) for r in rows], float)
+    lost = np.zeros(grid.shape) if ends is None else np.array(ends, float)
+    return contingency.paddle_outcomes(grid, lost, arrival=0.8 * 64)
+
+
+def test_a_ball_that_climbs_back_from_the_paddle_is_returned():
+    assert _outcomes(RETURNED) == [[0]]
+    assert _outcomes(RETURNED + RETURNED[1:]) == [[0, 0]]  # two rallies, two returns
+
+
+def test_a_ball_that_leaves_the_screen_is_lost_when_the_life_ends_in_the_window():
+    ends = np.zeros((1, len(MISSED)))
+    ends[0, 12] = 1.0  # 8 steps after the ball was last seen, as Breakout counts it
+    assert _outcomes(MISSED, ends=ends) == [[1]]
+    ends[0, 12] = 0.4  # a dream's end probability under one half is no end
+    assert _outcomes(MISSED, ends=ends) == [[2]]  # vanished: neither returned nor lost
+
+
+def test_a_wavering_ball_is_not_returned_and_a_cut_branch_counts_nothing():
+    assert _outcomes(WAVERING) == [[2]]  # one-row waver: never RISE rows above its lowest
+    assert _outcomes(MISSED[:10]) == [[]]  # the branch stops before the window ends
+    assert _outcomes([30, 35, 40, 45, 50]) == [[]]  # never reaches the paddle's height
+
+
+def test_first_ball_agreement_compares_each_branchs_first_outcome():
+    ends = np.zeros((4, len(MISSED)))
+    ends[:, 12] = 1.0
+    rows = np.full((4, len(MISSED)), _)
+    for i, r in enumerate([RETURNED, MISSED, MISSED, RETURNED]):
+        rows[i, : len(r)] = r
+    game = np.stack([np.zeros_like(rows), ends * [[0], [1], [1], [0]], rows], -1)
+    dreamed = rows.copy()
+    dreamed[1, : len(RETURNED)] = RETURNED  # the dream returns one ball the game loses
+    dream = np.stack([np.zeros_like(rows), ends * [[0], [0], [1], [0]], dreamed], -1)
+    agreement = contingency.first_ball_agreement(game, dream, 64)
+    assert agreement == {"return_events": 2, "return_recall": 1.0, "loss_events": 2,
+                         "loss_recall": 0.5}  # fmt: skip
 
 
 def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
@@ -91,7 +138,13 @@ def test_fixed_policies_branch_into_the_real_game_and_the_shipped_dream():
     # 24 steps: the first 16 and the last 8, which add up to the branch
     for key in ("tracker_game_rewards", "tracker_dream_rewards", "still_dream_ends"):
         assert rates[f"{key}_0to16"] + rates[f"{key}_16to24"] == pytest.approx(rates[key])
-    assert "tracker, per 16 steps of the branch" in contingency.policy_lines(rates, lives=True)
+    # the real game returns the balls the tracker meets more often than those of a still paddle
+    assert rates["tracker_game_returned"] > rates["still_game_returned"]
+    for where in ("game", "dream"):
+        shares = [rates[f"tracker_{where}_{o}"] for o in contingency.OUTCOMES]
+        assert sum(shares) == pytest.approx(1.0) and rates[f"tracker_{where}_paddle_arrivals"] > 0
+    text = contingency.policy_lines(rates, lives=True)
+    assert "tracker, per 16 steps of the branch" in text and "balls reaching the paddle" in text
     again = contingency.policy_table(bundle, lives=True, branches=12, horizon=24, seed=3)
     assert json.dumps(again) == json.dumps(rates)  # seeded, game and dream (NaN: no gap)
     drawn = contingency.policy_table(

@@ -24,6 +24,13 @@ does, 0 one that ignores them. (Comparing against episodes from the start
 instead would credit the dream with the rewards its mid-play start states were
 about to pay.)
 
+In Breakout the branches also follow the ball to the paddle: of the balls that
+reach the paddle's height falling, the share seen rising again within
+:data:`RETURN_WINDOW` steps (returned), the share whose life ends first (lost),
+and the rest (vanished: neither a return nor an end, a ball the dream forgot).
+A dream that pays like the game only until its first returned ball has a low
+returned share here, whatever its one-step scores.
+
 Nothing here imports torch.
 """
 
@@ -35,7 +42,7 @@ import numpy as np
 
 from wmsim.bundle import Bundle
 from wmsim.bundle_dream import real_env
-from wmsim.collect.tracker import TrackerPolicy
+from wmsim.collect.tracker import TrackerPolicy, ball_and_paddle
 from wmsim.errors import UserError
 
 POLICIES = ("tracker", "still", "random")
@@ -45,6 +52,16 @@ SEGMENT = 16
 """Steps per segment of a long branch in the per-segment rows."""
 DATA_EPSILON = 0.25
 """Random actions of the tracker that plays up to the branch points, as in the default data."""
+
+RETURN_WINDOW = 16
+"""Steps after a ball reaches the paddle within which it rises again or a life ends (Breakout
+counts a lost life about 8 steps after the ball leaves the screen)."""
+RISE = 2
+"""Rows a returned ball must climb above the lowest it reached (a dreamed ball's drawn row
+wavers by one)."""
+ARRIVAL = 0.8
+"""The height, as a share of the screen from its top, where a falling ball reaches the paddle."""
+OUTCOMES = ("returned", "lost", "vanished")
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(frames (n, H, W, 3), is_first (n,)) -> actions (n,)."""
@@ -117,12 +134,19 @@ def branch_points(spec: dict, *, context: int, branches: int, every: int, seed: 
     return env, snapshots, contexts
 
 
-def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> np.ndarray:
-    """Rewards and ends (n, horizon, 2) of ``horizon`` real steps of ``policy`` per snapshot.
+def ball_row(frame: np.ndarray) -> float:
+    """Breakout's ball row in ``frame``, NaN where none is seen."""
+    row = ball_and_paddle(frame)[0]
+    return np.nan if row is None else row
 
-    A branch whose game ends stops there (zeros after).
+
+def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> np.ndarray:
+    """Rewards, ends and ball rows (n, horizon, 3) of ``horizon`` real steps of ``policy``.
+
+    A branch whose game ends stops there (zeros after, no ball).
     """
-    out = np.zeros((len(snapshots), horizon, 2))
+    out = np.zeros((len(snapshots), horizon, 3))
+    out[..., 2] = np.nan
     for i, snapshot in enumerate(snapshots):
         frame = env.restore(snapshot)
         first = True
@@ -131,7 +155,7 @@ def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> 
                 int(policy(frame[None], np.array([first]))[0])
             )
             first = False
-            out[i, t] = reward, bool(info["life_loss"]) if lives else terminated
+            out[i, t] = reward, bool(info["life_loss"]) if lives else terminated, ball_row(frame)
             if terminated or truncated:
                 break
     return out
@@ -140,7 +164,7 @@ def game_branches(env, snapshots, policy: Policy, horizon: int, lives: bool) -> 
 def dream_branches(
     graphs, contexts, policy: Policy, horizon: int, seed: int, sampled: bool
 ) -> np.ndarray:
-    """Rewards and expected ends (n, horizon, 2) of ``horizon`` dreamed steps of ``policy``.
+    """Rewards, expected ends and ball rows (n, horizon, 3) of ``horizon`` dreamed steps.
 
     ``sampled`` draws every latent with seeded noise; otherwise each takes its most likely class.
     """
@@ -148,14 +172,55 @@ def dream_branches(
     state, latent = graphs.observe(contexts["frames"], contexts["actions"], contexts["is_first"])
     frames = contexts["frames"][:, -1]
     n = len(frames)
-    out = np.zeros((n, horizon, 2))
+    out = np.zeros((n, horizon, 3))
     first = np.ones(n, bool)
     for t in range(horizon):
         noise = graphs.bundle.noise(n, rng if sampled else None)
         state, reward, cont, latent = graphs.step(state, policy(frames, first), noise)
-        out[:, t, 0], out[:, t, 1] = reward, 1.0 - cont
         frames, first = graphs.decode(latent), np.zeros(n, bool)
+        out[:, t, 0], out[:, t, 1] = reward, 1.0 - cont
+        out[:, t, 2] = [ball_row(frame) for frame in frames]
     return out
+
+
+def paddle_outcomes(rows: np.ndarray, ends: np.ndarray, arrival: float) -> list[list[int]]:
+    """Per branch, the outcomes (indices in :data:`OUTCOMES`) of the balls reaching the paddle.
+
+    Args:
+        rows: (n, T) the ball's row at each step of each branch, NaN where unseen.
+        ends: (n, T) lost lives, or end probabilities (an end where over 0.5).
+        arrival: the row where a falling ball reaches the paddle.
+
+    A ball arrives at step t when it is at or below ``arrival`` and lower than at t - 1.
+    Its outcome is the first of: an end (lost); the ball seen :data:`RISE` rows above
+    the lowest it reached since (returned); :data:`RETURN_WINDOW` steps of neither
+    (vanished). An arrival whose branch stops before any of them is not counted.
+    """
+    out = []
+    for row, end in zip(rows, ends > 0.5, strict=True):
+        outcomes, t = [], 1
+        while t < len(row):
+            if row[t] >= arrival and row[t] > row[t - 1]:  # NaN compares False
+                outcome, t = _outcome(row, end, t)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            t += 1
+        out.append(outcomes)
+    return out
+
+
+def _outcome(row: np.ndarray, end: np.ndarray, t: int) -> tuple[int | None, int]:
+    """The outcome (index in :data:`OUTCOMES`) of the ball arriving at ``t``, and its step."""
+    lowest = row[t]
+    for u in range(t, min(t + 1 + RETURN_WINDOW, len(row))):
+        if end[u]:
+            return 1, u
+        if row[u] <= lowest - RISE:
+            return 0, u
+        lowest = np.fmax(lowest, row[u])
+    if t + RETURN_WINDOW < len(row):
+        return 2, t + RETURN_WINDOW
+    return None, len(row)
 
 
 def policy_table(
@@ -168,6 +233,10 @@ def policy_table(
     (``tracker_dream_rewards_16to32``, ...): whether the dream keeps paying as it runs on.
     Also the shares of the game's gap between the first two policies that the dream
     reproduces (``rewards_gap_share``, ``ends_gap_share``), NaN where the game shows none.
+    In Breakout, the balls that reach the paddle per branch (``tracker_dream_paddle_arrivals``),
+    the shares returned, lost and vanished (``tracker_dream_returned``, ...), and whether the
+    dream returns or loses each branch's first one as the game does
+    (``tracker_first_ball_return_recall``, ``..._loss_recall``; :func:`first_ball_agreement`).
     """
     from wmsim.runtime.graphs import Graphs
 
@@ -178,6 +247,7 @@ def policy_table(
     )
     graphs = Graphs(bundle, device=device)
     meanings, names = list(bundle.spec["actions"]), policies_for(bundle.game)
+    height = contexts["frames"].shape[2]
     rates: dict[str, float] = {"branches": len(snapshots), "horizon": horizon, "sampled": sampled}
     dreamed: dict[str, np.ndarray] = {}
     for k, name in enumerate(names):
@@ -188,15 +258,21 @@ def policy_table(
             graphs, contexts, make_policy(name, meanings, len(snapshots), seed + k), horizon, seed,
             sampled,
         )  # fmt: skip
-        for where, steps in (("game", game), ("dream", dream)):
+        for where, branched in (("game", game), ("dream", dream)):
+            steps = branched[..., :2]
             rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = steps.sum(1).mean(0)
+            if "tracker" in names:  # Breakout: what becomes of the balls that reach the paddle
+                rates.update(_returns(f"{name}_{where}", branched, height))
             if horizon > SEGMENT:
                 for start in range(0, horizon, SEGMENT):
                     part = steps[:, start : start + SEGMENT].sum(1).mean(0)
                     for kind, value in zip(("rewards", "ends"), part, strict=True):
                         end = min(start + SEGMENT, horizon)
                         rates[f"{name}_{where}_{kind}_{start}to{end}"] = value
-        dreamed[name] = dream.sum(1)
+        if "tracker" in names:
+            agreement = first_ball_agreement(game, dream, height)
+            rates.update({f"{name}_first_ball_{k}": v for k, v in agreement.items()})
+        dreamed[name] = dream[..., :2].sum(1)
     env.close()
     first, second = names[:2]  # the pair the game sets furthest apart
     differences = dreamed[first] - dreamed[second]  # (branches, 2), paired
@@ -208,6 +284,41 @@ def policy_table(
         spread = differences[:, column].std(ddof=1) / np.sqrt(len(differences))
         rates[f"{kind}_gap_share_se"] = spread / abs(gap) if gap else float("nan")
     return rates
+
+
+def _returns(prefix: str, branched: np.ndarray, height: int) -> dict[str, float]:
+    """Balls reaching the paddle per branch, and the share of each of :data:`OUTCOMES`."""
+    outcomes = paddle_outcomes(branched[..., 2], branched[..., 1], ARRIVAL * height)
+    counts = np.bincount(np.array(sum(outcomes, []), np.int64), minlength=len(OUTCOMES))
+    arrivals = counts.sum()
+    out = {f"{prefix}_paddle_arrivals": arrivals / len(branched)}
+    for outcome, count in zip(OUTCOMES, counts, strict=True):
+        out[f"{prefix}_{outcome}"] = count / arrivals if arrivals else float("nan")
+    return out
+
+
+def first_ball_agreement(game: np.ndarray, dream: np.ndarray, height: int) -> dict[str, float]:
+    """How often the dream decides the first ball to reach the paddle as the game does.
+
+    Over the branches where both the game and the dream see one arrive: of those the game
+    returns, the share the dream returns (``return_recall``); of those the game loses, the
+    share the dream loses (``loss_recall``); and the counts of each.
+    """
+    game_first, dream_first = (
+        np.array(
+            [o[0] if o else -1 for o in paddle_outcomes(b[..., 2], b[..., 1], ARRIVAL * height)]
+        )
+        for b in (game, dream)
+    )
+    both = (game_first >= 0) & (dream_first >= 0)
+    out: dict[str, float] = {}
+    for index, name in ((0, "return"), (1, "loss")):
+        real = both & (game_first == index)
+        out[f"{name}_events"] = int(real.sum())
+        out[f"{name}_recall"] = (
+            float((dream_first[real] == index).mean()) if real.any() else float("nan")
+        )
+    return out
 
 
 def policy_lines(rates: dict[str, float], lives: bool) -> str:
@@ -236,6 +347,24 @@ def policy_lines(rates: dict[str, float], lives: bool) -> str:
         f"{rates['rewards_gap_share']:.2f} ± {rates['rewards_gap_share_se']:.2f}, {ends} "
         f"{rates['ends_gap_share']:.2f} ± {rates['ends_gap_share_se']:.2f} (1: as the game)",
     ]
+    if f"{names[0]}_game_returned" in rates:
+        lines += [
+            f"balls reaching the paddle ({names[0]}): " + "; ".join(
+                f"{where} {rates[f'{names[0]}_{where}_paddle_arrivals']:.2f} per branch, "
+                + ", ".join(f"{rates[f'{names[0]}_{where}_{o}']:.0%} {o}" for o in OUTCOMES)
+                for where in ("game", "dream")
+            )
+        ]  # fmt: skip
+    if f"{names[0]}_first_ball_return_recall" in rates:
+        lines.append(
+            "each branch's first ball at the paddle (where both see one): " + "; ".join(
+                f"{name}: of {rates[f'{name}_first_ball_return_events']} the game returns, the "
+                f"dream returns {rates[f'{name}_first_ball_return_recall']:.0%}, of "
+                f"{rates[f'{name}_first_ball_loss_events']} it loses, the dream loses "
+                f"{rates[f'{name}_first_ball_loss_recall']:.0%}"
+                for name in names
+            )
+        )  # fmt: skip
     prefix = f"{names[0]}_game_rewards_"
     spans = [key.removeprefix(prefix) for key in rates if key.startswith(prefix)]
     if spans:

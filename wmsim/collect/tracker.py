@@ -35,6 +35,25 @@ def red_pixels(frames: np.ndarray) -> np.ndarray:
     return red
 
 
+def ball_and_paddle(obs: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """Breakout's ball (row, column) and paddle column in ``obs`` (H, W, 3); None where unseen.
+
+    The paddle's row is the first in the bottom 15% of the screen with three red pixels or
+    more; the ball, the red pixels between 45% of the height and that row (the mean of the
+    rows and of the columns they fill).
+    """
+    size = obs.shape[0]
+    red = red_pixels(obs)  # (H, W)
+    bottom = int(0.85 * size)
+    wide = np.flatnonzero(red[bottom:].sum(1) >= 3)  # the paddle's rows
+    top = int(0.45 * size)
+    region = red[top : bottom + (wide[0] if len(wide) else 0)]
+    ball_row = top + np.flatnonzero(region.any(1)).mean() if region.any() else None
+    ball = np.flatnonzero(region.any(0)).mean() if region.any() else None
+    paddle = np.flatnonzero(red[bottom + wide[0]]).mean() if len(wide) else None
+    return ball_row, ball, paddle
+
+
 class TrackerPolicy:
     """Follow the ball with the paddle; a random action with probability ``epsilon``.
 
@@ -68,23 +87,17 @@ class TrackerPolicy:
         """The action for ``obs`` (H, W, 3)."""
         if is_first:
             self.last_ball = None
-        size = obs.shape[0]
-        red = red_pixels(obs)  # (H, W)
-        bottom = int(0.85 * size)
-        wide = np.flatnonzero(red[bottom:].sum(1) >= 3)  # the paddle's rows
-        ball_rows = red[int(0.45 * size) : bottom + (wide[0] if len(wide) else 0)]
-        ball = np.flatnonzero(ball_rows.any(0)).mean() if ball_rows.any() else None
+        _, ball, paddle = ball_and_paddle(obs)
         heading, self.last_ball = self.last_ball, ball
         if self.rng.random() < self.epsilon:
             return int(self.rng.integers(self.num_actions))
-        if ball is None or not len(wide):
+        if ball is None or paddle is None:
             if self.offset:
-                self.shift = self.rng.uniform(-self.offset, self.offset) * size
+                self.shift = self.rng.uniform(-self.offset, self.offset) * obs.shape[0]
             return self.index["FIRE"]  # serve (or wait for the paddle to appear)
         if heading is not None:
             ball += 2.0 * (ball - heading)  # meet it where it is going
         ball += self.shift
-        paddle = np.flatnonzero(red[bottom + wide[0]]).mean()
         if ball < paddle - 1:
             return self.index["LEFT"]
         if ball > paddle + 1:
