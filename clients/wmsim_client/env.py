@@ -27,7 +27,13 @@ from gymnasium import spaces
 
 from wmsim.errors import UserError
 from wmsim.store import resolve_model
-from wmsim_client.simulator import OBS_TYPES, LocalSimulator, Simulator, check_latents
+from wmsim_client.simulator import (
+    DEFAULT_LATENTS,
+    OBS_TYPES,
+    LocalSimulator,
+    Simulator,
+    check_latents,
+)
 
 RENDER_MODES = ("rgb_array",)
 RENDER_FPS = 15
@@ -37,6 +43,10 @@ RENDER_FPS = 15
 ENDS = ("sampled", "likely")
 """How a dream episode ends: drawn with the continue head's probability each step, or where
 the head finds an end more likely than not (STORM's and DRAMA's imagination)."""
+DEFAULT_ENDS = "likely"
+"""How a dream env's episodes end unless told otherwise. The shipped Breakout model's continue
+head puts 0.7% of end probability on ordinary steps (``wmsim bundle eval``): drawn at every
+step, that ends about half of all dreams within 100 steps where no life was lost."""
 
 
 def terminations(stepped: Any, ends: str) -> np.ndarray:
@@ -51,7 +61,7 @@ def terminations(stepped: Any, ends: str) -> np.ndarray:
 
 
 def check_options(
-    obs_type: str, render_mode: str | None, max_episode_steps: int | None, ends: str = "sampled"
+    obs_type: str, render_mode: str | None, max_episode_steps: int | None, ends: str = DEFAULT_ENDS
 ) -> None:
     """Reject bad constructor options before any model is loaded.
 
@@ -88,7 +98,7 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     threads: int | None,
     simulator: Simulator | None,
     remote: dict[str, Any] | None = None,
-    latents: str = "sampled",
+    latents: str = DEFAULT_LATENTS,
 ) -> Simulator:
     """The given simulator after checking it fits, else a remote or a local one of ``game``.
 
@@ -106,7 +116,9 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     """
     check_latents(latents)
     if simulator is not None:
-        given = (simulator.num_rows, simulator.obs_type, getattr(simulator, "latents", "sampled"))
+        # a simulator that does not say how it takes latents is taken to dream as the default
+        latents_given = getattr(simulator, "latents", DEFAULT_LATENTS)
+        given = (simulator.num_rows, simulator.obs_type, latents_given)
         if given != (num_rows, obs_type, latents):
             raise ValueError(
                 f"the simulator has {given[0]} rows of {given[1]} observations with {given[2]} "
@@ -180,13 +192,13 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         threads: onnxruntime intra-op threads (default: one per core).
         max_episode_steps: truncate episodes after this many steps. Usually None: the
             registered ids get gymnasium's TimeLimit instead.
-        ends: ``"sampled"`` (default): an episode ends with the continue head's probability
-            each step; ``"likely"``: where that probability falls below 0.5, as STORM and
-            DRAMA end their imagined episodes. A model whose head puts a few percent of
-            end probability everywhere ends most sampled dreams early, at random.
-        latents: ``"sampled"`` (default): each step's latents are drawn from the model's
-            prediction, as the papers imagine; ``"mode"``: each takes its most likely class,
-            so the dream follows the actions (see :data:`wmsim_client.simulator.LATENTS`).
+        ends: ``"likely"`` (default): an episode ends where the continue head's probability
+            falls below 0.5, as STORM and DRAMA end their imagined episodes; ``"sampled"``:
+            with that probability each step, which ends dreams at random wherever the head
+            puts a little end probability (see :data:`DEFAULT_ENDS`).
+        latents: ``"mode"`` (default): each step's latents take their most likely class, so
+            the dream follows the actions; ``"sampled"``: drawn from the model's prediction,
+            as the papers imagine (see :data:`wmsim_client.simulator.DEFAULT_LATENTS`).
         simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``
             and the server options are then unused.
         server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
@@ -214,8 +226,8 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         device: str = "auto",
         threads: int | None = None,
         max_episode_steps: int | None = None,
-        ends: str = "sampled",
-        latents: str = "sampled",
+        ends: str = DEFAULT_ENDS,
+        latents: str = DEFAULT_LATENTS,
         simulator: Simulator | None = None,
         server: str | Sequence[str] | None = None,
         token: str | None = None,

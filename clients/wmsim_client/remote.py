@@ -35,7 +35,7 @@ from wmsim.rpc.channel import channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
-from wmsim_client.simulator import OBS_TYPES, Stepped, check_latents
+from wmsim_client.simulator import DEFAULT_LATENTS, OBS_TYPES, Stepped, check_latents
 
 SESSION_KEY = "wmsim-session"
 OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
@@ -128,7 +128,7 @@ class RemoteSimulator:
         num_rows: int,
         *,
         obs_type: str = "pixels",
-        latents: str = "sampled",
+        latents: str = DEFAULT_LATENTS,
         token: str | None = None,
         tls: bool | str | os.PathLike = False,
         timeout: float = 30.0,

@@ -29,6 +29,14 @@ sampling loses it in half the frames: the prediction spreads the ball's place ov
 classes, and a draw often takes none of them."""
 
 
+DEFAULT_LATENTS = "mode"
+"""The latents a dream env takes unless told otherwise. Measured on the shipped Breakout model
+(``wmsim bundle eval --policies --horizon 96``, 512 branches): with ``mode``, a paddle that
+follows the ball earns 0.27 of the game's advantage in rewards over a still one across 96
+steps, and the ball is drawn at its place in 72% of frames 16 steps ahead; sampled, 0.07
+and 65%. The papers' sampled imagination stays one argument away."""
+
+
 def check_latents(latents: str) -> None:
     """Raises ValueError unless ``latents`` is one of :data:`LATENTS`."""
     if latents not in LATENTS:
@@ -112,7 +120,7 @@ class LocalSimulator:
         device: str = "auto",
         threads: int | None = None,
         render: bool = False,
-        latents: str = "sampled",
+        latents: str = DEFAULT_LATENTS,
     ):
         from wmsim.runtime.dreams import Dreams
 

@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from wmsim_client.env import (
+    DEFAULT_ENDS,
     RENDER_FPS,
     RENDER_MODES,
     check_options,
@@ -29,7 +30,7 @@ from wmsim_client.env import (
     open_simulator,
     terminations,
 )
-from wmsim_client.simulator import ReplicaLost, Simulator
+from wmsim_client.simulator import DEFAULT_LATENTS, ReplicaLost, Simulator
 
 
 def autoreset_mode_of(mode: AutoresetMode | str) -> AutoresetMode:
@@ -99,8 +100,8 @@ class DreamVectorEnv(VectorEnv):
         device: str = "auto",
         threads: int | None = None,
         max_episode_steps: int | None = None,
-        ends: str = "sampled",
-        latents: str = "sampled",
+        ends: str = DEFAULT_ENDS,
+        latents: str = DEFAULT_LATENTS,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         simulator: Simulator | None = None,
         server: str | Sequence[str] | None = None,

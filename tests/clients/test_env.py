@@ -104,7 +104,7 @@ def test_a_seed_reproduces_a_trajectory_and_another_seed_does_not():
 
 def test_the_continue_probability_decides_termination(fake_simulator):
     def ends(cont, steps=400):
-        env = DreamEnv(simulator=fake_simulator(1, cont))
+        env = DreamEnv(simulator=fake_simulator(1, cont), ends="sampled")
         env.reset(seed=0)
         return np.mean([env.step(0)[2] for _ in range(steps)])
 
@@ -114,10 +114,11 @@ def test_the_continue_probability_decides_termination(fake_simulator):
 
 def test_likely_ends_come_where_an_end_is_more_likely_than_not(fake_simulator):
     def ends(cont, steps=200):
-        env = DreamEnv(simulator=fake_simulator(1, cont), ends="likely")
+        env = DreamEnv(simulator=fake_simulator(1, cont))  # the default
         env.reset(seed=0)
         return np.mean([env.step(0)[2] for _ in range(steps)])
 
+    assert DreamEnv(simulator=fake_simulator(1)).ends == "likely"
     assert ends(0.3) == 1 and ends(0.55) == 0 and ends(0.97) == 0
     with pytest.raises(ValueError, match="ends must be one of sampled, likely"):
         DreamEnv(simulator=fake_simulator(1), ends="never")

@@ -66,9 +66,11 @@ def wait_until(condition, timeout=10.0):
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
 def test_remote_dreams_what_in_process_dreams_for_the_same_seeds(server, obs_type):
-    # 8 x 150 steps: the default dream ends about 4 episodes per 1,000 random steps
-    remote = gymnasium.make_vec(ID, num_envs=8, server=server.address, obs_type=obs_type)
-    local = gymnasium.make_vec(ID, num_envs=8, threads=1, obs_type=obs_type)
+    # every draw sampled, the strictest comparison (mode latents and likely ends: below);
+    # 8 x 150 steps: the dream ends about 4 episodes per 1,000 random steps
+    options = {"obs_type": obs_type, "latents": "sampled", "ends": "sampled"}
+    remote = gymnasium.make_vec(ID, num_envs=8, server=server.address, **options)
+    local = gymnasium.make_vec(ID, num_envs=8, threads=1, **options)
     ours, theirs = play(remote, 150, 5), play(local, 150, 5)
     ends = 0
     for a, b in zip(ours, theirs, strict=True):
@@ -99,7 +101,7 @@ def test_likely_ends_are_the_same_remote_and_in_process(server):
 def test_mode_latents_are_the_same_remote_and_in_process(server):
     remote = gymnasium.make_vec(ID, num_envs=4, server=server.address, latents="mode")
     local = gymnasium.make_vec(ID, num_envs=4, threads=1, latents="mode")
-    sampled = gymnasium.make_vec(ID, num_envs=4, threads=1)
+    sampled = gymnasium.make_vec(ID, num_envs=4, threads=1, latents="sampled")
     ours, theirs, drawn = play(remote, 30, 3), play(local, 30, 3), play(sampled, 30, 3)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a[0], b[0], atol=1)  # frames: equal up to a rounding step

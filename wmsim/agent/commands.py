@@ -51,7 +51,7 @@ class AgentTrainArgs:
     head's probability or where an end is more likely than not (default: the env's)."""
     latents: Literal["sampled", "mode"] | None = None
     """With --env and a wmsim dream env: how each dream step takes its latents, drawn from
-    the model's prediction or its most likely class (default: the env's, sampled)."""
+    the model's prediction or its most likely class (default: the env's, mode)."""
     max_episode_steps: int | None = None
     """With --env: truncate episodes after this many steps (default: the env's registered
     limit). Short dream episodes restart often from real contexts, where a dream is closest

@@ -69,13 +69,13 @@ class PlayArgs:
     token_file: Path | None = None
     """Require this token (the file's first line) to open the page; else $WMSIM_TOKEN if set."""
     ends: Literal["sampled", "likely"] = "likely"
-    """How dream episodes end (the envs' ``ends=``): ``likely``, where the model finds an end more
-    likely than not, so the few percent of end probability a model puts on every step do not cut
-    a person's game short; or ``sampled``, drawn each step, as the registered envs end them."""
+    """How dream episodes end (the envs' ``ends=``): ``likely`` (the envs' default too), where the
+    model finds an end more likely than not, so the little end probability a model puts on every
+    step does not cut a person's game short; or ``sampled``, drawn each step."""
     latents: Literal["sampled", "mode"] = "mode"
     """How the dream takes its latents, as the dream envs' ``latents=``: the most likely class
-    by default here (a person judges the model's best guess; sampling loses the shipped
-    model's ball in half the frames), ``sampled`` for what agents see by default."""
+    by default (the envs' default too: the dream follows the actions), or ``sampled``, the
+    papers' imagination."""
     device: str = "auto"
     """Where onnxruntime runs an in-process model: auto, cpu or cuda."""
     threads: int | None = None
