@@ -89,12 +89,24 @@ def _outcomes(*rows, ends=None):
     width = max(len(r) for r in rows)
     grid = np.array([list(r) + [_] * (width - len(r)) for r in rows], float)
     lost = np.zeros(grid.shape) if ends is None else np.array(ends, float)
-    return contingency.paddle_outcomes(grid, lost, arrival=0.8 * 64)
+    decided = contingency.paddle_outcomes(grid, lost, arrival=0.8 * 64)
+    return [[outcome for outcome, _ in branch] for branch in decided]
 
 
 def test_a_ball_that_climbs_back_from_the_paddle_is_returned():
     assert _outcomes(RETURNED) == [[0]]
     assert _outcomes(RETURNED + RETURNED[1:]) == [[0, 0]]  # two rallies, two returns
+
+
+def test_paid_is_the_share_of_returns_a_reward_follows_within_the_window():
+    rows = np.array([RETURNED + [40, 35, 30] + [_] * 24] * 2, float)
+    branched = np.stack([np.zeros_like(rows), np.zeros_like(rows), rows], -1)
+    branched[0, len(RETURNED) + 3, 0] = 1.0  # the first branch's ball breaks a brick
+    shares = contingency._returns("tracker_game", branched, 64)
+    assert shares["tracker_game_returned"] == 1.0 and shares["tracker_game_paddle_arrivals"] == 1
+    assert shares["tracker_game_paid"] == 0.5
+    cut = contingency._returns("tracker_game", branched[:, :20], 64)  # the window does not fit
+    assert cut["tracker_game_returned"] == 1.0 and np.isnan(cut["tracker_game_paid"])
 
 
 def test_a_ball_that_leaves_the_screen_is_lost_when_the_life_ends_in_the_window():

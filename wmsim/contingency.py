@@ -27,7 +27,8 @@ about to pay.)
 In Breakout the branches also follow the ball to the paddle: of the balls that
 reach the paddle's height falling, the share seen rising again within
 :data:`RETURN_WINDOW` steps (returned), the share whose life ends first (lost),
-and the rest (vanished: neither a return nor an end, a ball the dream forgot).
+and the rest (vanished: neither a return nor an end, a ball the dream forgot);
+and of the returned balls, the share that earn a reward within :data:`PAY_WINDOW` steps.
 A dream that pays like the game only until its first returned ball has a low
 returned share here, whatever its one-step scores.
 
@@ -62,6 +63,8 @@ wavers by one)."""
 ARRIVAL = 0.8
 """The height, as a share of the screen from its top, where a falling ball reaches the paddle."""
 OUTCOMES = ("returned", "lost", "vanished")
+PAY_WINDOW = 24
+"""Steps after a return within which the ball is expected to have broken a brick."""
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(frames (n, H, W, 3), is_first (n,)) -> actions (n,)."""
@@ -183,8 +186,12 @@ def dream_branches(
     return out
 
 
-def paddle_outcomes(rows: np.ndarray, ends: np.ndarray, arrival: float) -> list[list[int]]:
-    """Per branch, the outcomes (indices in :data:`OUTCOMES`) of the balls reaching the paddle.
+def paddle_outcomes(
+    rows: np.ndarray, ends: np.ndarray, arrival: float
+) -> list[list[tuple[int, int]]]:
+    """Per branch, (outcome, step) of each ball reaching the paddle: the index in :data:`OUTCOMES`.
+
+    The step is where the outcome was decided.
 
     Args:
         rows: (n, T) the ball's row at each step of each branch, NaN where unseen.
@@ -203,7 +210,7 @@ def paddle_outcomes(rows: np.ndarray, ends: np.ndarray, arrival: float) -> list[
             if row[t] >= arrival and row[t] > row[t - 1]:  # NaN compares False
                 outcome, t = _outcome(row, end, t)
                 if outcome is not None:
-                    outcomes.append(outcome)
+                    outcomes.append((outcome, t))
             t += 1
         out.append(outcomes)
     return out
@@ -287,13 +294,24 @@ def policy_table(
 
 
 def _returns(prefix: str, branched: np.ndarray, height: int) -> dict[str, float]:
-    """Balls reaching the paddle per branch, and the share of each of :data:`OUTCOMES`."""
+    """Balls reaching the paddle per branch, and the share of each of :data:`OUTCOMES`.
+
+    Also the share of returned balls that earn a reward within :data:`PAY_WINDOW` steps
+    (``paid``), over the returns whose window fits in the branch.
+    """
     outcomes = paddle_outcomes(branched[..., 2], branched[..., 1], ARRIVAL * height)
-    counts = np.bincount(np.array(sum(outcomes, []), np.int64), minlength=len(OUTCOMES))
+    decided = [o for branch in outcomes for o, _ in branch]
+    counts = np.bincount(np.array(decided, np.int64), minlength=len(OUTCOMES))
     arrivals = counts.sum()
     out = {f"{prefix}_paddle_arrivals": arrivals / len(branched)}
     for outcome, count in zip(OUTCOMES, counts, strict=True):
         out[f"{prefix}_{outcome}"] = count / arrivals if arrivals else float("nan")
+    paid = []  # of the returns whose window fits in the branch: a reward within it or not
+    for steps, branch in zip(branched, outcomes, strict=True):
+        for outcome, u in branch:
+            if outcome == 0 and u + PAY_WINDOW < len(steps):
+                paid.append(bool((steps[u + 1 : u + 1 + PAY_WINDOW, 0] > 0.5).any()))
+    out[f"{prefix}_paid"] = float(np.mean(paid)) if paid else float("nan")
     return out
 
 
@@ -306,7 +324,7 @@ def first_ball_agreement(game: np.ndarray, dream: np.ndarray, height: int) -> di
     """
     game_first, dream_first = (
         np.array(
-            [o[0] if o else -1 for o in paddle_outcomes(b[..., 2], b[..., 1], ARRIVAL * height)]
+            [o[0][0] if o else -1 for o in paddle_outcomes(b[..., 2], b[..., 1], ARRIVAL * height)]
         )
         for b in (game, dream)
     )
@@ -352,6 +370,8 @@ def policy_lines(rates: dict[str, float], lives: bool) -> str:
             f"balls reaching the paddle ({names[0]}): " + "; ".join(
                 f"{where} {rates[f'{names[0]}_{where}_paddle_arrivals']:.2f} per branch, "
                 + ", ".join(f"{rates[f'{names[0]}_{where}_{o}']:.0%} {o}" for o in OUTCOMES)
+                + f" ({rates[f'{names[0]}_{where}_paid']:.0%} of returns paid within "
+                f"{PAY_WINDOW} steps)"
                 for where in ("game", "dream")
             )
         ]  # fmt: skip
