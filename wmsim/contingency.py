@@ -30,7 +30,7 @@ reach the paddle's height falling, the share seen rising again within
 and the rest (vanished: neither a return nor an end, a ball the dream forgot);
 and of the returned balls, the share that earn a reward within :data:`PAY_WINDOW` steps.
 A dream that pays like the game only until its first returned ball has a low
-returned share here, whatever its one-step scores.
+paid share here, whatever its one-step scores.
 
 Nothing here imports torch.
 """
