@@ -85,6 +85,10 @@ MISSED = [45, 50, 55, 56] + [_] * 16  # the end comes later
 WAVERING = [40, 45, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53, 52, 53]
 
 
+def _decided(branched):
+    return contingency.paddle_outcomes(branched[..., 2], branched[..., 1], arrival=0.8 * 64)
+
+
 def _outcomes(*rows, ends=None):
     width = max(len(r) for r in rows)
     grid = np.array([list(r) + [_] * (width - len(r)) for r in rows], float)
@@ -102,10 +106,11 @@ def test_paid_is_the_share_of_returns_a_reward_follows_within_the_window():
     rows = np.array([RETURNED + [40, 35, 30] + [_] * 24] * 2, float)
     branched = np.stack([np.zeros_like(rows), np.zeros_like(rows), rows], -1)
     branched[0, len(RETURNED) + 3, 0] = 1.0  # the first branch's ball breaks a brick
-    shares = contingency._returns("tracker_game", branched, 64)
+    shares = contingency._returns("tracker_game", branched, _decided(branched))
     assert shares["tracker_game_returned"] == 1.0 and shares["tracker_game_paddle_arrivals"] == 1
     assert shares["tracker_game_paid"] == 0.5
-    cut = contingency._returns("tracker_game", branched[:, :20], 64)  # the window does not fit
+    cut = branched[:, :20]  # the window does not fit
+    cut = contingency._returns("tracker_game", cut, _decided(cut))
     assert cut["tracker_game_returned"] == 1.0 and np.isnan(cut["tracker_game_paid"])
 
 
@@ -133,7 +138,7 @@ def test_first_ball_agreement_compares_each_branchs_first_outcome():
     dreamed = rows.copy()
     dreamed[1, : len(RETURNED)] = RETURNED  # the dream returns one ball the game loses
     dream = np.stack([np.zeros_like(rows), ends * [[0], [0], [1], [0]], dreamed], -1)
-    agreement = contingency.first_ball_agreement(game, dream, 64)
+    agreement = contingency.first_ball_agreement(_decided(game), _decided(dream))
     assert agreement == {"return_events": 2, "return_recall": 1.0, "loss_events": 2,
                          "loss_recall": 0.5}  # fmt: skip
 

@@ -257,6 +257,7 @@ def policy_table(
     height = contexts["frames"].shape[2]
     rates: dict[str, float] = {"branches": len(snapshots), "horizon": horizon, "sampled": sampled}
     dreamed: dict[str, np.ndarray] = {}
+    decided: dict[str, list] = {}  # per side, the paddle outcomes of the current policy
     for k, name in enumerate(names):
         game = game_branches(
             env, snapshots, make_policy(name, meanings, 1, seed + k), horizon, lives
@@ -269,7 +270,10 @@ def policy_table(
             steps = branched[..., :2]
             rates[f"{name}_{where}_rewards"], rates[f"{name}_{where}_ends"] = steps.sum(1).mean(0)
             if "tracker" in names:  # Breakout: what becomes of the balls that reach the paddle
-                rates.update(_returns(f"{name}_{where}", branched, height))
+                decided[where] = paddle_outcomes(
+                    branched[..., 2], branched[..., 1], ARRIVAL * height
+                )
+                rates.update(_returns(f"{name}_{where}", branched, decided[where]))
             if horizon > SEGMENT:
                 for start in range(0, horizon, SEGMENT):
                     part = steps[:, start : start + SEGMENT].sum(1).mean(0)
@@ -277,7 +281,7 @@ def policy_table(
                         end = min(start + SEGMENT, horizon)
                         rates[f"{name}_{where}_{kind}_{start}to{end}"] = value
         if "tracker" in names:
-            agreement = first_ball_agreement(game, dream, height)
+            agreement = first_ball_agreement(decided["game"], decided["dream"])
             rates.update({f"{name}_first_ball_{k}": v for k, v in agreement.items()})
         dreamed[name] = dream[..., :2].sum(1)
     env.close()
@@ -293,13 +297,14 @@ def policy_table(
     return rates
 
 
-def _returns(prefix: str, branched: np.ndarray, height: int) -> dict[str, float]:
+def _returns(prefix: str, branched: np.ndarray, outcomes: list) -> dict[str, float]:
     """Balls reaching the paddle per branch, and the share of each of :data:`OUTCOMES`.
+
+    ``outcomes`` are :func:`paddle_outcomes` of ``branched``.
 
     Also the share of returned balls that earn a reward within :data:`PAY_WINDOW` steps
     (``paid``), over the returns whose window fits in the branch.
     """
-    outcomes = paddle_outcomes(branched[..., 2], branched[..., 1], ARRIVAL * height)
     decided = [o for branch in outcomes for o, _ in branch]
     counts = np.bincount(np.array(decided, np.int64), minlength=len(OUTCOMES))
     arrivals = counts.sum()
@@ -315,18 +320,17 @@ def _returns(prefix: str, branched: np.ndarray, height: int) -> dict[str, float]
     return out
 
 
-def first_ball_agreement(game: np.ndarray, dream: np.ndarray, height: int) -> dict[str, float]:
+def first_ball_agreement(game: list, dream: list) -> dict[str, float]:
     """How often the dream decides the first ball to reach the paddle as the game does.
+
+    ``game`` and ``dream`` are :func:`paddle_outcomes` of the same branches.
 
     Over the branches where both the game and the dream see one arrive: of those the game
     returns, the share the dream returns (``return_recall``); of those the game loses, the
     share the dream loses (``loss_recall``); and the counts of each.
     """
     game_first, dream_first = (
-        np.array(
-            [o[0][0] if o else -1 for o in paddle_outcomes(b[..., 2], b[..., 1], ARRIVAL * height)]
-        )
-        for b in (game, dream)
+        np.array([o[0][0] if o else -1 for o in side]) for side in (game, dream)
     )
     both = (game_first >= 0) & (dream_first >= 0)
     out: dict[str, float] = {}
