@@ -45,7 +45,7 @@ def compare_with_torch(
     """Every mismatch between the bundle's graphs and ``model`` (CPU, eval), as messages."""
     from wmsim.runtime.graphs import Graphs
 
-    graphs = Graphs(bundle, device="cpu")
+    graphs = Graphs(bundle, device="cpu", decoder="onnxruntime")  # the graphs as exported
     rng = np.random.default_rng(seed)
     contexts = bundle.start_contexts()
     rows = rng.integers(len(contexts["frames"]), size=batch)  # a batch unlike the export's

@@ -3,5 +3,6 @@
 Below both sides in the import graph: the server (``wmsim_server``), the
 in-process clients (``wmsim_client``), export's check, ``wmsim dream`` and
 ``wmsim bundle eval`` all run dreams through it. It imports numpy, gymnasium's
-seeding and onnxruntime; never torch or grpc (``tests/test_import_hygiene.py``).
+seeding, onnxruntime and, where installed, OpenVINO (frames on the CPU); never
+torch or grpc (``tests/test_import_hygiene.py``).
 """

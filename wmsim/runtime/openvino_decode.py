@@ -1,0 +1,224 @@
+"""The decode graph in OpenVINO, in bfloat16 where the CPU computes it natively.
+
+Decoding is most of a pixel dream's cost on a CPU: the decoder's four transposed
+convolutions are 11 of a batch-64 step's 12 ms in onnxruntime, whose CPU provider
+runs them in fp32 only. OpenVINO runs convolutions in bfloat16 on CPUs with
+AVX512-BF16 or AMX (twice the multiply-adds per instruction), but keeps
+transposed convolutions in fp32. So before compiling, each transposed convolution
+of kernel 4, stride 2 and padding 1 (the decoders of :mod:`wmsim.model.networks`)
+is rewritten as the ordinary convolution it equals: each of the four output
+phases (even or odd row, even or odd column) is a 2x2 window of the input, so one
+3x3 convolution to ``4 * C_out`` channels, zeros where a phase takes no tap,
+computes all four, and a DepthToSpace interleaves them. In fp32 the two forms
+agree to rounding (``tests/runtime/test_openvino_decode.py``); in bfloat16 frames
+differ from onnxruntime's by a few levels in a few pixels per thousand.
+
+Only the frames differ: the step graph, and so every latent, reward and end,
+stays in onnxruntime, so a seed dreams the same episode with either decoder. A
+row's frame does not depend on the other rows of its call or on the thread count
+(tested), so served and in-process dreams show the same frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+
+try:
+    import openvino as ov
+    from openvino import opset13 as ops
+    from openvino.passes import ConstantFolding, Manager
+except ImportError:  # optional: wmsim[cpu] brings it; Graphs falls back to onnxruntime
+    ov = None
+
+FIXED_AFTER, FIXED_SIZES = 4, 8
+"""A batch size seen ``FIXED_AFTER`` times gets its own compiled model (15% faster at batch 64,
+the same frames; compiling takes about 30 ms), for up to ``FIXED_SIZES`` sizes."""
+PHASE_TAPS = ({0: 3, 1: 1}, {1: 2, 2: 0})
+"""Per output phase (even, odd), the transposed kernel's index behind each tap of the
+3x3 window (tap 0 is the input row above, 1 the same row, 2 the row below)."""
+
+
+def available() -> bool:
+    """Whether OpenVINO is installed."""
+    return ov is not None
+
+
+def phase_weights(weight: np.ndarray) -> np.ndarray:
+    """A transposed convolution's weight (C_in, C_out, 4, 4) -> 3x3 form (4 * C_out, C_in, 3, 3).
+
+    Output channel ``c * 4 + 2 * a + b`` is channel ``c`` at row phase ``a`` and column
+    phase ``b``, the order DepthToSpace's column-row-depth mode reads.
+    """
+    c_in, c_out = weight.shape[:2]
+    phases = np.zeros((c_out, 2, 2, c_in, 3, 3), np.float32)
+    for a, rows in enumerate(PHASE_TAPS):
+        for b, cols in enumerate(PHASE_TAPS):
+            for tap_y, ky in rows.items():
+                for tap_x, kx in cols.items():
+                    phases[:, a, b, :, tap_y, tap_x] = weight[:, :, ky, kx].T
+    return phases.reshape(4 * c_out, c_in, 3, 3)
+
+
+def _constant(output) -> np.ndarray | None:
+    """The value of a constant input (after constant folding), else None."""
+    node = output.get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    return node.get_data().astype(np.float32)
+
+
+def _bias(node, channels: int) -> np.ndarray | None:
+    """The per-channel bias (C,) that ``node``'s only consumer adds, if it is one; else None.
+
+    A bias added after the interleave is an elementwise pass over the full-size output
+    in fp32 (3 of a 9 ms decode); added to the convolution's output, it is fused into it.
+    """
+    targets = list(node.output(0).get_target_inputs())
+    if len(targets) != 1 or targets[0].get_node().get_type_name() != "Add":
+        return None
+    add = targets[0].get_node()
+    other = add.input_value(1 - targets[0].get_index())
+    value = _constant(other)
+    if value is None or value.size != channels or value.shape[-2:] not in ((1, 1), (channels, 1)):
+        return None
+    return value.reshape(channels)
+
+
+def rewrite_transposed_convolutions(model) -> int:
+    """Rewrite ``model``'s kernel-4, stride-2, padding-1 transposed convolutions in place.
+
+    Returns:
+        how many were rewritten; others (other shapes, computed weights) stay as they are.
+    """
+    folding = Manager()  # weights stored as fp16 and cast, biases reshaped: constants
+    folding.register_pass(ConstantFolding())
+    folding.run_passes(model)
+    count = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "ConvolutionBackpropData" or node.get_input_size() != 2:
+            continue
+        a = node.get_attributes()
+        weight = _constant(node.input_value(1))
+        plain = (
+            list(a["strides"]) == [2, 2] and list(a["pads_begin"]) == [1, 1]
+            and list(a["pads_end"]) == [1, 1] and list(a["dilations"]) == [1, 1]
+            and list(a["output_padding"]) == [0, 0] and a["auto_pad"] == "explicit"
+        )  # fmt: skip
+        if not plain or weight is None or weight.shape[2:] != (4, 4):
+            continue
+        conv = ops.convolution(
+            node.input_value(0), ops.constant(phase_weights(weight)),
+            [1, 1], [1, 1], [1, 1], [1, 1],
+        )  # fmt: skip
+        replaced, bias = node.output(0), _bias(node, weight.shape[1])
+        if bias is not None:  # added before the interleave, where it joins the convolution
+            replaced = next(iter(replaced.get_target_inputs())).get_node().output(0)
+            conv = ops.add(conv, ops.constant(np.repeat(bias, 4).reshape(1, -1, 1, 1)))
+        interleaved = ops.depth_to_space(conv, "depth_first", 2)  # depth_first: ONNX's CRD
+        for target in replaced.get_target_inputs():
+            target.replace_source_output(interleaved.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
+def _through_identity(output):
+    """``output``, or what an identity Transpose producing it reads."""
+    node = output.get_node()
+    if node.get_type_name() == "Transpose":
+        order = _constant(node.input_value(1))
+        if order is not None and (order == np.arange(len(order))).all():
+            return node.input_value(0)
+    return output
+
+
+def rewrite_gathered_sums(model) -> int:
+    """Rewrite sums of gathered rows (the one-hot first layer, ``OneHotLinear``) in place.
+
+    A GatherND of whole rows of a constant (K, D) table by indices (B, G, 1), summed
+    over G, writes and reads a (B, G, D) tensor (16 MB at batch 64) in a reference
+    kernel; EmbeddingBagPackedSum adds the same rows without it. Returns how many.
+    """
+    count = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "ReduceSum" or node.get_attributes()["keep_dims"]:
+            continue
+        axes, gathered = _constant(node.input_value(1)), _through_identity(node.input_value(0))
+        gather = gathered.get_node()
+        if gather.get_type_name() != "GatherND" or gather.get_attributes()["batch_dims"] != 0:
+            continue
+        table, indices = _constant(gather.input_value(0)), gather.input_value(1)
+        shape = indices.get_partial_shape()
+        if (
+            axes is None or [int(a) % 3 for a in axes] != [1] or table is None or table.ndim != 2
+            or shape.rank.get_length() != 3 or shape[2].get_length() != 1
+        ):  # fmt: skip
+            continue
+        rows = ops.squeeze(indices, ops.constant(np.array([2], np.int64)))
+        summed = ops.embedding_bag_packed_sum(ops.constant(table), rows)
+        for target in node.output(0).get_target_inputs():
+            target.replace_source_output(summed.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
+def bf16_native() -> bool:
+    """Whether OpenVINO computes bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoDecoder:
+    """A bundle's decode graph compiled by OpenVINO; see the module docstring.
+
+    Args:
+        graph: the decode graph's ONNX bytes.
+        threads: inference threads (default: OpenVINO's, one per core).
+        precision: ``bf16``, ``f32``, or ``auto`` (bf16 where native, else f32).
+    """
+
+    def __init__(self, graph: bytes, *, threads: int | None = None, precision: str = "auto"):
+        if precision not in ("auto", "bf16", "f32"):
+            raise ValueError(f"precision must be auto, bf16 or f32, got {precision!r}")
+        core = ov.Core()
+        model = core.read_model(graph)
+        self.rewritten = rewrite_transposed_convolutions(model) + rewrite_gathered_sums(model)
+        if precision == "auto":
+            precision = "bf16" if bf16_native() else "f32"
+        self.precision = precision
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._core, self._model = core, model
+        compiled = core.compile_model(model, "CPU", self._config)
+        frame = compiled.output(0).get_partial_shape()[1:]
+        self._frame_shape = tuple(d.get_length() for d in frame)
+        self._any_batch = compiled.create_infer_request()
+        self._batches: dict[int, ov.InferRequest] = {}  # compiled for one batch size
+        self._seen: Counter[int] = Counter()
+        self._lock = threading.Lock()  # the server's model thread and a user may share it
+
+    def _request(self, batch: int):
+        """A request compiled for ``batch`` rows once that size recurs, else one for any size."""
+        if batch in self._batches:
+            return self._batches[batch]
+        self._seen[batch] += 1
+        if self._seen[batch] < FIXED_AFTER or len(self._batches) >= FIXED_SIZES:
+            return self._any_batch
+        model = self._model.clone()
+        model.reshape({0: [batch, *self._model.input(0).get_partial_shape()[1:]]})
+        request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        self._batches[batch] = request
+        return request
+
+    def __call__(self, latent: np.ndarray) -> np.ndarray:
+        """Latents (B, ...) -> frames (B, H, W, 3) uint8, a fresh array."""
+        if len(latent) == 0:
+            return np.zeros((0, *self._frame_shape), np.uint8)
+        with self._lock:
+            return self._request(len(latent)).infer([latent], share_outputs=False)[0]
