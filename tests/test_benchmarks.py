@@ -69,8 +69,12 @@ def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     assert [(row[0], row[1]) for row in rows] == [
         (kind, batch) for kind in ("pixels", "latent") for batch in ("1", "2")
     ]
-    # torch, onnxrt, its ratio, env, ALE, the onnxrt / ALE ratio: all measured
-    assert all(float(value.rstrip("x")) > 0 for row in rows for value in row[2:])
+    # torch, onnxrt, runtime (OpenVINO decoding), its ratio to torch, env, ALE, env / ALE
+    assert "decode with openvino" in result.stdout
+    pixels, latents = rows[:2], rows[2:]
+    assert all(float(value.rstrip("x")) > 0 for row in pixels for value in row[2:])
+    assert all(row[4] == "-" for row in latents)  # a latent step decodes nothing
+    assert all(float(value.rstrip("x")) > 0 for row in latents for value in row[2:4] + row[5:])
 
 
 def test_serve_benchmark_prints_every_setup_and_both_targets():
