@@ -64,3 +64,15 @@ def test_sampled_dreams_are_seeded_and_differ_from_the_most_likely_one():
     assert json_ready(first) == json_ready(again)  # NaN (no event) is never equal to itself
     assert first["sampled"] and not mode["sampled"]
     assert first["h16_mse"] != mode["h16_mse"]
+
+
+def test_either_decoder_measures_the_same_dreams_and_a_bad_one_is_refused(capsys):
+    bundle = open_bundle(SHIPPED)
+    runs = {d: evaluate_bundle(bundle, steps=200, seed=7, stride=4, decoder=d)
+            for d in ("onnxruntime", "auto")}  # fmt: skip
+    ours, theirs = (json_ready(runs[d]) for d in ("auto", "onnxruntime"))
+    events = [k for k in ours if k.startswith(("reward_", "end_"))]
+    assert events and all(ours[k] == theirs[k] for k in events)  # decoding changes frames only
+    assert abs(ours["h4_object_recall"] - theirs["h4_object_recall"]) < 0.05
+    assert main(["bundle", "eval", str(SHIPPED), "--decoder", "tensorrt"]) != 0
+    assert "--decoder must be one of auto, onnxruntime, openvino" in capsys.readouterr().err

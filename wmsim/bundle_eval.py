@@ -57,6 +57,9 @@ class BundleEvalArgs:
     horizon: int = 32
     """Steps of each branch (with --policies); a longer one is also shown per 16 steps, to see
     whether the dream keeps paying as the game does when it runs on."""
+    decoder: str = "auto"
+    """What decodes the dreamed frames: auto (OpenVINO on the CPU where installed, as dream
+    envs do), onnxruntime, or openvino."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""
 
@@ -130,6 +133,7 @@ def evaluate_bundle(
     stride: int = 1,
     sampled: bool = False,
     device: str = "cpu",
+    decoder: str = "auto",
 ) -> dict[str, float]:
     """The fidelity metrics of ``bundle`` on fresh real play (see the module docstring)."""
     from wmsim.runtime.graphs import Graphs
@@ -142,7 +146,8 @@ def evaluate_bundle(
     real = play(bundle.spec, steps, seed)
     starts = window_starts(real, context, stride)
     rng = np.random.default_rng(seed) if sampled else None
-    dream = dream_windows(Graphs(bundle, device=device), real, starts, context, rng)
+    graphs = Graphs(bundle, device=device, decoder=decoder)
+    dream = dream_windows(graphs, real, starts, context, rng)
     episode, obs = real["episode"], real["obs"]
     last = starts + context - 1  # the last real frame each dream starts from
     metrics: dict[str, float] = {"real_steps": steps, "windows": len(starts), "sampled": sampled}

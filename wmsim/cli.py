@@ -350,10 +350,15 @@ def _bundle_eval(argv: list[str]) -> int:
         raise UserError(
             f"--branches and --horizon must be positive, got {args.branches} and {args.horizon}"
         )
+    from wmsim.runtime.graphs import DECODERS
+
+    if args.decoder not in DECODERS:
+        raise UserError(f"--decoder must be one of {', '.join(DECODERS)}, got {args.decoder!r}")
     bundle = open_bundle(args.path)
     metrics = evaluate_bundle(
-        bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled
-    )
+        bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled,
+        decoder=args.decoder,
+    )  # fmt: skip
     kind = "sampled" if args.sampled else "most likely"
     print(
         f"{bundle.path}: {bundle.game}, {metrics['windows']} dreams ({kind} latents) from "
