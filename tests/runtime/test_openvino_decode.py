@@ -4,6 +4,7 @@ row's frame does not depend on the rest of its call."""
 import numpy as np
 import pytest
 
+from wmsim.bundle import BundleError
 from wmsim.errors import UserError
 from wmsim.runtime import openvino_decode
 from wmsim.runtime.graphs import Graphs, Runtime
@@ -98,4 +99,16 @@ def test_graphs_pick_the_decoder(monkeypatch):
     monkeypatch.setattr(openvino_decode, "ov", None)  # as where OpenVINO is not installed
     assert Graphs(DEFAULT, device="cpu").decoder == "onnxruntime"
     with pytest.raises(UserError, match=r"pip install 'wmsim\[cpu\]'"):
+        Graphs(DEFAULT, device="cpu", decoder="openvino")
+
+
+def test_a_graph_openvino_cannot_compile_falls_back_to_onnxruntime_unless_asked_for(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino_decode, "OpenVinoDecoder", refuse)
+    with pytest.warns(UserWarning, match="unsupported operation.*decoding with onnxruntime"):
+        graphs = Graphs(DEFAULT, device="cpu")
+    assert graphs.decoder == "onnxruntime" and graphs.decode(np.zeros((1, 1024), np.float32)).shape
+    with pytest.raises(BundleError, match="cannot be compiled by OpenVINO"):
         Graphs(DEFAULT, device="cpu", decoder="openvino")

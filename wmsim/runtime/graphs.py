@@ -19,6 +19,7 @@ step always run in onnxruntime, so latents, rewards and ends never depend on it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -160,16 +161,23 @@ class Graphs:
         if decoder == "openvino" and not openvino_decode.available():
             raise UserError("decoder 'openvino' needs OpenVINO: pip install 'wmsim[cpu]'")
         auto = decoder == "auto" and self.device == "cpu" and openvino_decode.available()
+        session, self.decoder = self.sessions["decode"], "onnxruntime"
+
+        def on_onnxruntime(latent: np.ndarray) -> np.ndarray:
+            return session.run(None, {"latent": latent})[0]
+
         if decoder != "openvino" and not auto:
-            session, self.decoder = self.sessions["decode"], "onnxruntime"
-            return lambda latent: session.run(None, {"latent": latent})[0]
+            return on_onnxruntime
         try:
             graph = self.bundle.read_graph("decode")
             compiled = openvino_decode.OpenVinoDecoder(graph, threads=threads)
         except Exception as error:  # OpenVINO raises its own types for graphs it cannot take
+            problem = f"{self.bundle.graph('decode')} cannot be compiled by OpenVINO ({error})"
+            if auto:  # onnxruntime has loaded it: frames as exported, only slower
+                warnings.warn(f"{problem}; decoding with onnxruntime", stacklevel=3)
+                return on_onnxruntime
             raise BundleError(
-                f"{self.bundle.graph('decode')} cannot be compiled by OpenVINO ({error}); "
-                "use decoder='onnxruntime', or export the bundle again with `wmsim export`"
+                f"{problem}; use decoder='onnxruntime', or export the bundle again"
             ) from None
         self.decoder = f"openvino {compiled.precision}"
         return compiled
