@@ -77,6 +77,22 @@ def test_a_full_step_equals_a_subset_step_of_every_row(runtime):
     assert frames.shape == (1, 64, 64, 3) and frames.dtype == np.uint8
 
 
+def test_small_steps_on_one_thread_dream_what_large_steps_on_two_dream():
+    from wmsim.runtime.graphs import ONE_THREAD_ROWS
+
+    rows = np.arange(ONE_THREAD_ROWS + 2)  # one call over the limit, on two threads
+    large = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
+    large.reset(rows, rows % large.num_contexts)
+    small = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
+    small.reset(rows, rows % small.num_contexts)
+    for t in range(3):
+        actions, n = rows % 4, noise(small, len(rows), t)
+        whole = large.step(rows, actions, n)
+        halves = [small.step(part, actions[part], n[part]) for part in np.array_split(rows, 2)]
+        for got, expected in zip(zip(*halves, strict=True), whole, strict=True):
+            np.testing.assert_array_equal(np.concatenate(got), expected)  # bit for bit
+
+
 def test_an_empty_step_is_a_no_op(runtime):
     reward, cont, latent = runtime.step(np.zeros(0, np.int64), np.zeros(0), noise(runtime, 0, 0))
     assert reward.shape == cont.shape == (0,) and latent.shape[0] == 0
