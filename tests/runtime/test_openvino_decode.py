@@ -69,7 +69,7 @@ def reference(latents):
 def test_in_float32_the_rewritten_graph_decodes_what_onnxruntime_decodes(latents, reference):
     graph = Graphs(DEFAULT, device="cpu").bundle.read_graph("decode")
     decoder = openvino_decode.OpenVinoDecoder(graph, precision="f32")
-    assert decoder.rewritten == 5  # four transposed convolutions and the one-hot first layer
+    assert decoder.rewritten == 6  # 4 transposed convolutions, the one-hot layer, the last move
     assert np.abs(decoder(latents).astype(int) - reference).max() <= 1  # rounding to a level
 
 

@@ -1,22 +1,29 @@
 """The decode graph in OpenVINO, in bfloat16 where the CPU computes it natively.
 
-Decoding is most of a pixel dream's cost on a CPU: the decoder's four transposed
-convolutions are 11 of a batch-64 step's 12 ms in onnxruntime, whose CPU provider
-runs them in fp32 only. OpenVINO runs convolutions in bfloat16 on CPUs with
-AVX512-BF16 or AMX (twice the multiply-adds per instruction), but keeps
-transposed convolutions in fp32. So before compiling, each transposed convolution
-of kernel 4, stride 2 and padding 1 (the decoders of :mod:`wmsim.model.networks`)
-is rewritten as the ordinary convolution it equals: each of the four output
-phases (even or odd row, even or odd column) is a 2x2 window of the input, so one
-3x3 convolution to ``4 * C_out`` channels, zeros where a phase takes no tap,
-computes all four, and a DepthToSpace interleaves them. In fp32 the two forms
-agree to rounding (``tests/runtime/test_openvino_decode.py``); in bfloat16 frames
-differ from onnxruntime's by a few levels in a few pixels per thousand.
+Decoding is most of a pixel dream's cost on a CPU: 64 frames of the default model
+take 10.8 ms in onnxruntime, whose CPU provider runs the decoder's transposed
+convolutions in fp32 only, against 0.7 ms for the step. OpenVINO runs
+convolutions in bfloat16 on CPUs with AVX512-BF16 or AMX (twice the
+multiply-adds per instruction) but keeps transposed ones in fp32, so the graph
+is rewritten before compiling, each rewrite computing what it replaces:
+
+- each transposed convolution of kernel 4, stride 2, padding 1 (the decoders of
+  :mod:`wmsim.model.networks`) becomes the convolution it equals: each of the
+  four output phases (even or odd row, even or odd column) is a 2x2 window of
+  the input, so one 3x3 convolution to ``4 * C_out`` channels, zeros where a
+  phase takes no tap, computes all four, and a DepthToSpace interleaves them;
+- the one-hot first layer (rows gathered and summed) becomes an embedding bag;
+- the last interleave and the move to channels-last become one move.
+
+64 frames then take about 4 ms (``docs/speed.md``). In fp32 the rewritten graph
+decodes what onnxruntime decodes, to a level (``tests/runtime/test_openvino_decode.py``);
+in bfloat16 frames differ from onnxruntime's by more than a level in about 0.15% of
+pixels (at most 10 levels), and the fidelity metrics move by under 0.6%.
 
 Only the frames differ: the step graph, and so every latent, reward and end,
 stays in onnxruntime, so a seed dreams the same episode with either decoder. A
-row's frame does not depend on the other rows of its call or on the thread count
-(tested), so served and in-process dreams show the same frames.
+row's frame does not depend on the other rows of its call, on padding or on the
+thread count (tested), so served and in-process dreams show the same frames.
 """
 
 from __future__ import annotations
@@ -181,6 +188,74 @@ def rewrite_gathered_sums(model) -> int:
     return count
 
 
+ELEMENTWISE = frozenset({"Sigmoid", "Maximum", "Minimum", "Relu", "Clamp", "Tanh"})
+"""Operations that act on each value alone (with scalar constants): they commute with any
+rearrangement of the values."""
+
+
+def _elementwise_chain(output) -> tuple[list, object]:
+    """The single-consumer chain of elementwise operations that reads ``output``.
+
+    Returns:
+        (the inputs of the chain's operations that read the previous one, its last output).
+    """
+    chain = []
+    while len(targets := list(output.get_target_inputs())) == 1:
+        node, index = targets[0].get_node(), targets[0].get_index()
+        others = [x for k, x in enumerate(node.input_values()) if k != index]
+        if node.get_type_name() not in ELEMENTWISE or any(
+            x.get_partial_shape().rank.get_length() != 0 for x in others
+        ):
+            break
+        chain.append(targets[0])
+        output = node.output(0)
+    return chain, output
+
+
+def rewrite_interleaved_outputs(model) -> int:
+    """Rewrite an output's last interleave and its move to channels-last as one move, in place.
+
+    The decoder's last DepthToSpace (12 channels -> 3 at twice the size), then the
+    squashing, then a Transpose to (B, H, W, 3), move the frame's values twice. The
+    squashing acts on each value alone, so it runs first, on the convolution's output,
+    and one Transpose of a 6-d view puts each value where both moves would have.
+    Returns how many.
+    """
+    count = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "DepthToSpace":
+            continue
+        chain, last = _elementwise_chain(node.output(0))
+        targets = list(last.get_target_inputs())
+        if len(targets) != 1 or targets[0].get_node().get_type_name() != "Transpose":
+            continue
+        transpose, x = targets[0].get_node(), node.input_value(0)
+        order = _constant(transpose.input_value(1))
+        shape = x.get_partial_shape()
+        if (
+            node.get_attributes()["mode"] != "depth_first" or order is None
+            or list(order) != [0, 2, 3, 1] or not all(d.is_static for d in shape[1:])
+        ):  # fmt: skip
+            continue
+        size = node.get_attributes()["block_size"]
+        channels, h, w = (d.get_length() for d in shape[1:])
+        if chain:
+            chain[0].replace_source_output(x)
+        view = [0, channels // size**2, size, size, h, w]  # 0: the batch, as it is
+        moved = ops.transpose(
+            ops.reshape(last if chain else x, ops.constant(np.array(view, np.int64)), True),
+            ops.constant(np.array([0, 4, 2, 5, 3, 1], np.int64)),
+        )  # (B, H, row phase, W, column phase, C)
+        frame = [0, h * size, w * size, channels // size**2]
+        result = ops.reshape(moved, ops.constant(np.array(frame, np.int64)), True)
+        for target in transpose.output(0).get_target_inputs():
+            target.replace_source_output(result.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
 def bf16_native() -> bool:
     """Whether OpenVINO computes bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -200,7 +275,11 @@ class OpenVinoDecoder:
             raise ValueError(f"precision must be auto, bf16 or f32, got {precision!r}")
         core = ov.Core()
         model = core.read_model(graph)
-        self.rewritten = rewrite_transposed_convolutions(model) + rewrite_gathered_sums(model)
+        self.rewritten = sum(
+            rewrite(model) for rewrite in (
+                rewrite_transposed_convolutions, rewrite_gathered_sums, rewrite_interleaved_outputs
+            )
+        )  # fmt: skip
         if precision == "auto":
             precision = "bf16" if bf16_native() else "f32"
         self.precision = precision
