@@ -5,8 +5,7 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
 - in-process: one ``DreamVectorEnv`` of ``--batch`` envs in this process;
 - remote, 1 client: one client process with a vector env of ``--batch`` envs on a
   ``wmsim serve`` started here (the same bundle and device; both sides take their
-  default onnxruntime threads unless ``--threads`` is given: the server leaves
-  one core to gRPC);
+  default threads, one per core, unless ``--threads`` is given);
 - remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
   stepping at once, so the batcher must merge them to keep up;
 - with ``--replicas N`` (N >= 2), remote on N replicas: one client of ``--batch`` envs
@@ -21,7 +20,8 @@ one vector step as a client sees it; envs/call, the server's env steps per
 model call, shows the batcher merging clients. All three run with the malloc
 setting of :mod:`wmsim.rpc.memory` (the server, every client and this process,
 whose in-process dreams gain from it too) unless ``--no-tune-malloc`` leaves
-malloc alone everywhere. Each setup runs ``--repeats`` times, interleaved; the
+malloc alone everywhere. The in-process env observes its start contexts before
+timing, as the long-running server has after its first rows. Each setup runs ``--repeats`` times, interleaved; the
 best run counts. Targets on a 2-core CPU: remote at least 0.8
 of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
 
@@ -149,6 +149,8 @@ def in_process(bundle, batch, obs_type, steps, device, threads):
     from wmsim_client.vector import DreamVectorEnv
 
     envs = DreamVectorEnv(batch, model=bundle, obs_type=obs_type, device=device, threads=threads)
+    runtime = envs.simulator.dreams.runtime  # start states observed, as the server has them
+    runtime.observe_contexts(np.arange(runtime.num_contexts))
     start, end, latencies = drive(envs, steps, 0)
     envs.close()
     return batch * steps / (end - start), latencies, float(batch)
