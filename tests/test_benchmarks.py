@@ -87,8 +87,9 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     assert list(rows) == ["in-process 1 x 4", "remote 1 client x 4", "remote 2 clients x 2"]
     assert all(float(values[0]) > 0 for values in rows.values())  # steps/s
     assert float(rows["remote 2 clients x 2"][-1]) >= 1  # envs per model call
-    assert lines[-2].startswith("target: remote / in-process at batch 4 at least 0.8")
-    assert lines[-1].startswith("target: 2 x 2 / 1 x 4 at least 0.8")
+    assert lines[-2].startswith("target on a 2-core CPU: remote / in-process at batch 4: latent")
+    assert lines[-1].startswith("target on a 2-core CPU: 2 x 2 / 1 x 4: latent")
+    assert "(at least 0.8: " in lines[-1]
 
 
 def test_serve_benchmark_adds_rows_of_client_threads_and_over_replicas():
