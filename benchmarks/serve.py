@@ -21,9 +21,10 @@ model call, shows the batcher merging clients. All three run with the malloc
 setting of :mod:`wmsim.rpc.memory` (the server, every client and this process,
 whose in-process dreams gain from it too) unless ``--no-tune-malloc`` leaves
 malloc alone everywhere. The in-process env observes its start contexts before
-timing, as the long-running server has after its first rows. Each setup runs ``--repeats`` times, interleaved; the
-best run counts. Targets on a 2-core CPU: remote at least 0.9 (pixels) and 0.8
-(latents) of in-process at batch 64, and 16 x 4 at least 0.8 of 1 x 64.
+timing, as the long-running server has after its first rows. Each setup runs
+``--repeats`` times, interleaved; the best run counts. Targets on a 2-core CPU:
+remote at least 0.9 (pixels) and 0.8 (latents) of in-process at batch 64, and
+16 x 4 at least 0.8 of 1 x 64.
 
     python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
                                [--replicas 2] [--no-tune-malloc]
@@ -246,8 +247,9 @@ def main() -> None:
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                 print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
                       f"{per_call:10.1f}")  # fmt: skip
-        for what, k, kind in ((f"remote / in-process at batch {args.batch}", 0, "remote"),
-                              (f"{args.clients} x {small} / 1 x {args.batch}", 1, "clients")):  # fmt: skip
+        checks = ((f"remote / in-process at batch {args.batch}", 0, "remote"),
+                  (f"{args.clients} x {small} / 1 x {args.batch}", 1, "clients"))  # fmt: skip
+        for what, k, kind in checks:
             found = ", ".join(
                 f"{o} {r[k]:.2f} (at least {TARGETS[kind][o]}: "
                 f"{'met' if r[k] >= TARGETS[kind][o] else 'not met'})"

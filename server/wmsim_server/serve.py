@@ -177,8 +177,9 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         keep_freed_memory()
     path = resolve_model(args.game, args.model)
     # every core for a model call: its clients wait for it, and between calls the runtimes
-    # hardly spin (OpenVINO's workers 0.18 CPU-s per idle second), so gRPC has the cores back. On 2 cores, one client of 64 pixel envs
-    # stepped 8,312/s against 5,354 with one thread; 64 latent envs 33,344 against 34,785
+    # hardly spin (OpenVINO's workers 0.18 CPU-s per idle second), so gRPC has the cores back.
+    # On 2 cores, one client of 64 pixel envs stepped 8,312/s against 5,354 with one thread;
+    # of 64 latent envs 33,344 against 34,785
     threads = args.threads or os.cpu_count() or 1
     dreams = Dreams(path, args.max_envs, device=args.device, threads=threads)
     service = DreamService(
