@@ -126,7 +126,9 @@ def test_in_test_mode_the_script_runs_to_the_end_on_cpu_and_prints_every_table(t
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()
             if line.startswith(("pixels  ", "latent  ")) and line.split()[1].isdigit()}  # fmt: skip
     assert list(rows) == [("pixels", "2"), ("latent", "2"), ("latent", "4")]
-    assert all(float(v.rstrip("x")) > 0 for v in rows[("latent", "2")])
+    latent = rows[("latent", "2")]
+    assert latent[2] == "-"  # the runtime column: a latent step decodes nothing
+    assert all(float(v.rstrip("x")) > 0 for v in latent[:2] + latent[3:])
     assert rows[("latent", "4")][-2:] == ["-", "-"]  # no emulator at batch 4
     for kind, target in (("pixels", "100,000"), ("latent", "1,000,000")):
         assert f"target on one H100: {kind} {target} dream steps/s; measured on cpu: env " in out
@@ -134,5 +136,5 @@ def test_in_test_mode_the_script_runs_to_the_end_on_cpu_and_prints_every_table(t
     for kind in ("pixels", "latent"):
         served = [line[8:36].strip() for line in out.splitlines() if line.startswith(f"{kind}  r")]
         assert served == ["remote 1 client x 4", "remote 2 clients x 2"]
-    assert "target: remote / in-process at batch 4" in out
+    assert "target on a 2-core CPU: remote / in-process at batch 4" in out
     assert out.splitlines()[-1].startswith("gpu-bench: done in ")
