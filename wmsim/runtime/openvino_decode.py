@@ -90,6 +90,19 @@ def _constant(output) -> np.ndarray | None:
     return node.get_data().astype(np.float32)
 
 
+def _redirect(old, new) -> None:
+    """Every input that reads the output ``old`` reads ``new`` instead."""
+    for target in old.get_target_inputs():
+        target.replace_source_output(new)
+
+
+def _checked(model, count: int) -> int:
+    """``count``, once ``model``'s shapes and types are inferred again after ``count`` rewrites."""
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
 def _bias(node, channels: int) -> np.ndarray | None:
     """The per-channel bias (C,) that ``node``'s only consumer adds, if it is one; else None.
 
@@ -138,12 +151,9 @@ def rewrite_transposed_convolutions(model) -> int:
             replaced = next(iter(replaced.get_target_inputs())).get_node().output(0)
             conv = ops.add(conv, ops.constant(np.repeat(bias, 4).reshape(1, -1, 1, 1)))
         interleaved = ops.depth_to_space(conv, "depth_first", 2)  # depth_first: ONNX's CRD
-        for target in replaced.get_target_inputs():
-            target.replace_source_output(interleaved.output(0))
+        _redirect(replaced, interleaved.output(0))
         count += 1
-    if count:
-        model.validate_nodes_and_infer_types()
-    return count
+    return _checked(model, count)
 
 
 def _through_identity(output):
@@ -180,12 +190,9 @@ def rewrite_gathered_sums(model) -> int:
             continue
         rows = ops.squeeze(indices, ops.constant(np.array([2], np.int64)))
         summed = ops.embedding_bag_packed_sum(ops.constant(table), rows)
-        for target in node.output(0).get_target_inputs():
-            target.replace_source_output(summed.output(0))
+        _redirect(node.output(0), summed.output(0))
         count += 1
-    if count:
-        model.validate_nodes_and_infer_types()
-    return count
+    return _checked(model, count)
 
 
 ELEMENTWISE = frozenset({"Sigmoid", "Maximum", "Minimum", "Relu", "Clamp", "Tanh"})
@@ -248,12 +255,9 @@ def rewrite_interleaved_outputs(model) -> int:
         )  # (B, H, row phase, W, column phase, C)
         frame = [0, h * size, w * size, channels // size**2]
         result = ops.reshape(moved, ops.constant(np.array(frame, np.int64)), True)
-        for target in transpose.output(0).get_target_inputs():
-            target.replace_source_output(result.output(0))
+        _redirect(transpose.output(0), result.output(0))
         count += 1
-    if count:
-        model.validate_nodes_and_infer_types()
-    return count
+    return _checked(model, count)
 
 
 def bf16_native() -> bool:
