@@ -28,6 +28,7 @@ thread count (tested), so served and in-process dreams show the same frames.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 
@@ -260,9 +261,19 @@ def rewrite_interleaved_outputs(model) -> int:
     return _checked(model, count)
 
 
+@functools.cache
+def core():
+    """The process's one OpenVINO Core, as OpenVINO recommends.
+
+    It holds the device plugins, so every compiled model is made, used and released while
+    it lives; a Core per decoder was made and dropped beside other decoders' calls.
+    """
+    return ov.Core()
+
+
 def bf16_native() -> bool:
     """Whether OpenVINO computes bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoDecoder:
@@ -277,8 +288,7 @@ class OpenVinoDecoder:
     def __init__(self, graph: bytes, *, threads: int | None = None, precision: str = "auto"):
         if precision not in ("auto", "bf16", "f32"):
             raise ValueError(f"precision must be auto, bf16 or f32, got {precision!r}")
-        core = ov.Core()
-        model = core.read_model(graph)
+        model = core().read_model(graph)
         self.rewritten = sum(
             rewrite(model) for rewrite in (
                 rewrite_transposed_convolutions, rewrite_gathered_sums, rewrite_interleaved_outputs
@@ -290,8 +300,8 @@ class OpenVinoDecoder:
         self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._core, self._model = core, model
-        compiled = core.compile_model(model, "CPU", self._config)
+        self._model = model
+        compiled = core().compile_model(model, "CPU", self._config)
         frame = compiled.output(0).get_partial_shape()[1:]
         self._frame_shape = tuple(d.get_length() for d in frame)
         self._any_batch = compiled.create_infer_request()
@@ -308,7 +318,7 @@ class OpenVinoDecoder:
             return self._any_batch
         model = self._model.clone()
         model.reshape({0: [batch, *self._model.input(0).get_partial_shape()[1:]]})
-        request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        request = core().compile_model(model, "CPU", self._config).create_infer_request()
         self._batches[batch] = request
         return request
 
