@@ -19,6 +19,7 @@ step always run in onnxruntime, so latents, rewards and ends never depend on it.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -157,9 +158,10 @@ class Graphs:
         self.state_names = self.bundle.state_names
         providers = self.sessions["step"].get_providers()
         self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+        several = (threads or os.cpu_count() or 1) > 1  # else the step session has one already
         self._one_thread = (
             _session(self.bundle.read_graph("step"), "cpu", 1)
-            if self.device == "cpu" and threads != 1 else self.sessions["step"]
+            if self.device == "cpu" and several else self.sessions["step"]
         )  # fmt: skip
         self.decoder: str | None = None
         """What decodes frames: ``onnxruntime``, ``openvino bf16`` or ``openvino f32``."""
