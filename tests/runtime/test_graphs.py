@@ -77,20 +77,20 @@ def test_a_full_step_equals_a_subset_step_of_every_row(runtime):
     assert frames.shape == (1, 64, 64, 3) and frames.dtype == np.uint8
 
 
-def test_small_steps_on_one_thread_dream_what_large_steps_on_two_dream():
-    from wmsim.runtime.graphs import ONE_THREAD_ROWS
-
-    rows = np.arange(ONE_THREAD_ROWS + 2)  # one call over the limit, on two threads
-    large = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
-    large.reset(rows, rows % large.num_contexts)
-    small = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
-    small.reset(rows, rows % small.num_contexts)
+def test_a_step_split_between_threads_dreams_what_one_call_dreams_bit_for_bit():
+    rows = np.arange(2 * 16 + 3)  # two parts of uneven size
+    whole = Runtime(DEFAULT, len(rows), device="cpu", threads=1, decode=False)
+    split = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
+    assert split.graphs._step_parts == 2 and whole.graphs._step_parts == 1
+    for runtime in (whole, split):
+        runtime.reset(rows, rows % runtime.num_contexts)
     for t in range(3):
-        actions, n = rows % 4, noise(small, len(rows), t)
-        whole = large.step(rows, actions, n)
-        halves = [small.step(part, actions[part], n[part]) for part in np.array_split(rows, 2)]
-        for got, expected in zip(zip(*halves, strict=True), whole, strict=True):
-            np.testing.assert_array_equal(np.concatenate(got), expected)  # bit for bit
+        actions, n = rows % 4, noise(whole, len(rows), t)
+        got, expected = split.step(rows, actions, n), whole.step(rows, actions, n)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    for k, v in split.arena.items():
+        np.testing.assert_array_equal(v, whole.arena[k])
 
 
 def test_an_empty_step_is_a_no_op(runtime):

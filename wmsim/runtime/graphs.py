@@ -19,7 +19,6 @@ step always run in onnxruntime, so latents, rewards and ends never depend on it.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,16 +36,10 @@ except ImportError:  # an extra, so that CPU and GPU users each get the one that
     ) from None
 
 from wmsim.bundle import BATCH, GRAPHS, STATE_IN, Bundle, BundleError, open_bundle
-from wmsim.runtime import openvino_decode
+from wmsim.runtime import openvino_decode, row_parts
 
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "onnxruntime", "openvino")
-ONE_THREAD_ROWS = 128
-"""On the CPU, steps of at most this many rows run on one thread whatever ``threads`` says: a
-second thread that must be woken costs more than it saves on so little work (batch 64: 0.67 ms
-on one thread, 0.76 on two; 0.76 against 1.19 right after a decode, whose weights have pushed
-the step's out of the cache), and pays from batch 256 on (2.3 ms against 2.5). The same
-outputs, bit for bit: onnxruntime splits rows and columns between threads, never a sum."""
 START_CHUNK = 8
 """Start contexts observed per call. A context's start state is computed when a reset first
 draws it, with the other contexts of its chunk: start-up costs nothing however many contexts a
@@ -121,8 +114,10 @@ class Graphs:
     Args:
         bundle: an opened bundle, or its path.
         device: auto, cpu or cuda (see the module docstring).
-        threads: intra-op threads per session (default: onnxruntime's, one per core); a
-            step of at most :data:`ONE_THREAD_ROWS` rows takes one.
+        threads: cores a graph call may use (default: every core this process may run on).
+            Observe and decode split each node between that many threads; on the CPU a step
+            splits its rows into up to that many calls at once, each on one thread
+            (:mod:`wmsim.runtime.row_parts`).
         decode: load the decode graph (latent-only clients skip it).
         decoder: what runs the decode graph: ``onnxruntime``, ``openvino`` (CPU only), or
             ``auto``: OpenVINO on the CPU when it is installed, else onnxruntime.
@@ -144,8 +139,8 @@ class Graphs:
         self.sessions: dict[str, ort.InferenceSession] = {}
         for name in names:
             data = self.bundle.read_graph(name)
-            try:
-                self.sessions[name] = _session(data, device, threads)
+            try:  # a step's rows are split between threads, each call on one (see row_parts)
+                self.sessions[name] = _session(data, device, 1 if name == "step" else threads)
             except BundleError:
                 raise
             except Exception as error:  # onnxruntime raises its own types for bad graphs
@@ -158,11 +153,7 @@ class Graphs:
         self.state_names = self.bundle.state_names
         providers = self.sessions["step"].get_providers()
         self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
-        several = (threads or os.cpu_count() or 1) > 1  # else the step session has one already
-        self._one_thread = (
-            _session(self.bundle.read_graph("step"), "cpu", 1)
-            if self.device == "cpu" and several else self.sessions["step"]
-        )  # fmt: skip
+        self._step_parts = (threads or row_parts.cores()) if self.device == "cpu" else 1
         self.decoder: str | None = None
         """What decodes frames: ``onnxruntime``, ``openvino bf16`` or ``openvino f32``."""
         self._decode = self._decoder(decoder, threads) if decode else None
@@ -210,8 +201,10 @@ class Graphs:
         feed = {STATE_IN + k: state[k] for k in self.state_names}
         feed["action"] = np.asarray(action, np.int64)
         feed["noise"] = np.asarray(noise, np.float32)  # no copy when it is float32 already
-        small = len(feed["action"]) <= ONE_THREAD_ROWS
-        outputs = (self._one_thread if small else self.sessions["step"]).run(None, feed)
+        session = self.sessions["step"]
+        outputs = row_parts.run_parts(
+            lambda part: session.run(None, part), feed, len(feed["action"]), self._step_parts
+        )
         count = len(self.state_names)
         reward, cont, latent = outputs[count:]
         return dict(zip(self.state_names, outputs[:count], strict=True)), reward, cont, latent
