@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils import seeding
 from helpers import FORMAT_1_BUNDLE
 
-from wmsim.runtime.dreams import Dreams
+from wmsim.runtime.dreams import BLOCK, Dreams
 from wmsim.store import EMBEDDED
 
 DEFAULT = EMBEDDED / "Breakout.wmsim"
@@ -28,14 +28,30 @@ def rollout(dreams, rows, seeds, steps=6):
     return out
 
 
-def test_a_row_draws_exactly_what_a_gymnasium_seeded_generator_draws(dreams):
+@pytest.mark.parametrize("steps", [1, BLOCK - 1, BLOCK, BLOCK + 3])
+def test_a_row_draws_exactly_what_a_gymnasium_seeded_generator_draws(dreams, steps):
     dreams.reset(np.array([2]), [11])
-    dreams.step(np.array([2]), np.array([1]))
+    for _ in range(steps):
+        dreams.step(np.array([2]), np.array([1]))
     expected = seeding.np_random(11)[0]
     expected.integers(dreams.num_contexts)  # the start context
     size = int(np.prod(dreams.noise_shape)) + 1  # the step's noise, by its format, and then
-    expected.random(size, dtype=np.float32)  # the end decision, drawn however the step ends
+    for _ in range(steps):
+        expected.random(size, dtype=np.float32)  # the end decision, drawn however it ends
+    dreams.settle(np.array([2]))  # the numbers drawn ahead, given back
     assert dreams.rngs[2].bit_generator.state == expected.bit_generator.state
+
+
+def test_a_reset_in_the_middle_of_a_block_draws_its_context_where_step_by_step_would(dreams):
+    size = int(np.prod(dreams.noise_shape)) + 1
+    dreams.reset(np.array([1]), [4])
+    for _ in range(3):
+        dreams.step(np.array([1]), np.array([0]))
+    contexts = [dreams.reset(np.array([1]))[0] for _ in range(2)]  # unseeded: the stream goes on
+    expected = seeding.np_random(4)[0]
+    expected.integers(dreams.num_contexts)
+    expected.random(3 * size, dtype=np.float32)
+    assert contexts == [expected.integers(dreams.num_contexts) for _ in range(2)]
 
 
 def test_none_keeps_the_generator_and_a_seed_replaces_it(dreams):
