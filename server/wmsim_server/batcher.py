@@ -5,15 +5,21 @@ already checked and mapped to arena rows) and await their results. One asyncio
 task collects jobs and flushes a batch when it holds ``max_batch`` envs, when
 ``max_delay`` has passed since its first job, or as soon as every stream that
 could send has sent (waiting longer would only add delay). The batch runs on
-one worker thread, off the event loop, so gRPC keeps receiving meanwhile:
+one worker thread, off the event loop, so gRPC keeps receiving meanwhile.
+
+There it goes to the :class:`Runner`, which owns the model: one batch at a time,
 resets first (copies), then one step of all stepped rows, then one decode of
-every frame the batch needs. Rows draw from their own generators, so merging
-changes no result.
+every frame the batch needs. Clients on the same host (:mod:`wmsim_server.same_host`)
+hand their jobs to the runner from their own threads, without the event loop;
+a batch takes every job pending when it starts, from either side, so a thread
+that finds the model busy finds its job done when the model is free. Rows draw
+from their own generators, so merging changes no result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +50,10 @@ class Job:
     cont: np.ndarray | None = None
     terminated: np.ndarray | None = None
     frames: np.ndarray | None = None
+    done: bool = False
+    """Its batch has run (set by the runner, under its model lock)."""
+    error: BaseException | None = None
+    """What its batch raised, if it failed."""
 
     @property
     def size(self) -> int:
@@ -72,17 +82,17 @@ class Batcher:
         max_delay: seconds a batch waits for more jobs after its first.
         streams: a callable giving the number of streams worth waiting for (stepping
             lately, not waiting for an answer); the batch stops waiting when it is 0.
+        runner: the model's runner, shared with same-host clients (default: a new one).
     """
 
-    def __init__(self, dreams: Dreams, max_batch: int, max_delay: float, streams):
+    def __init__(self, dreams: Dreams, max_batch: int, max_delay: float, streams, runner=None):
         self.dreams, self.max_batch, self.max_delay = dreams, max_batch, max_delay
+        self.runner = runner if runner is not None else Runner(dreams, max_batch)
         self._streams = streams
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="wmsim-model")
         self._task: asyncio.Task | None = None
         self._running = False  # a batch is being collected or run
-        self.stats = Stats()
-        self.envs_stepped = self.model_calls = 0  # since the start, for GetSpec
 
     def start(self) -> None:
         """Start collecting jobs on the running event loop."""
@@ -136,7 +146,7 @@ class Batcher:
         return batch
 
     async def _serve(self, batch: list[tuple[Job, asyncio.Future]]) -> None:
-        """Run ``batch`` on the worker thread, hand out the results, count.
+        """Run ``batch`` on the worker thread and hand out the results.
 
         A job whose client went away while it waited is dropped here, on the event loop
         that also frees the client's rows: the rows may belong to a new session already.
@@ -144,11 +154,67 @@ class Batcher:
         jobs = [job for job, future in batch if not future.done()]
         if not jobs:
             return
-        start = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(self._worker, self._run, jobs)
         for job, future in batch:
             if not future.done():  # its client may have gone meanwhile
                 future.set_result(job)
+
+    def _run(self, jobs: list[Job]) -> None:
+        """On the worker thread: the jobs, with any others pending, by the runner."""
+        self.runner.run(jobs)
+
+    def take_stats(self) -> Stats:
+        """The runner's counters since the last call (see :meth:`Runner.take_stats`)."""
+        return self.runner.take_stats()
+
+
+class Runner:
+    """The model's batches over ``dreams``, one at a time, from any thread.
+
+    :meth:`run` adds jobs to the pending ones and returns when they have results: the
+    thread that holds the model lock runs every job pending when its batch starts, so
+    threads that wait for the lock mostly find their jobs done by another. No thread
+    waits for jobs that have not come yet: batches grow from what piles up while the
+    model is busy.
+
+    Args:
+        dreams: the arena of dream rows.
+        max_batch: envs per model call at most; a larger batch is stepped in chunks.
+    """
+
+    def __init__(self, dreams: Dreams, max_batch: int):
+        self.dreams, self.max_batch = dreams, max_batch
+        self._model = threading.Lock()  # one batch at a time: the arena is not thread-safe
+        self._guard = threading.Lock()  # the pending jobs
+        self._pending: list[Job] = []
+        self.stats = Stats()
+        self.envs_stepped = self.model_calls = 0  # since the start, for GetSpec
+
+    def run(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` in a batch with whatever else is pending; raise what their batch raised."""
+        with self._guard:
+            self._pending.extend(jobs)
+        while not all(job.done for job in jobs):
+            with self._model:
+                with self._guard:
+                    batch, self._pending = self._pending, []
+                if batch:
+                    self._batch(batch)
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+
+    def _batch(self, jobs: list[Job]) -> None:
+        """Under the model lock: run ``jobs``; each is done after, with its error if it failed."""
+        start = time.perf_counter()
+        try:
+            self._compute(jobs)
+        except Exception as error:  # its jobs' clients hear of it; the runner goes on
+            for job in jobs:
+                job.error = error
+        finally:
+            for job in jobs:
+                job.done = True
         stepped = sum(len(job.step_rows) for job in jobs)
         self.envs_stepped += stepped
         self.model_calls += stepped > 0  # a batch of resets only calls no model
@@ -157,8 +223,8 @@ class Batcher:
         self.stats.filled += sum(job.size for job in jobs)
         self.stats.queue_delays.extend(start - job.submitted for job in jobs)
 
-    def _run(self, jobs: list[Job]) -> None:
-        """One batch, on the worker thread: resets, one step, one decode."""
+    def _compute(self, jobs: list[Job]) -> None:
+        """Resets, one step, one decode."""
         dreams = self.dreams
         for job in jobs:
             if job.fresh_rows is not None:
@@ -191,5 +257,6 @@ class Batcher:
 
     def take_stats(self) -> Stats:
         """The counters since the last call, and start new ones."""
-        stats, self.stats = self.stats, Stats()
+        with self._model:
+            stats, self.stats = self.stats, Stats()
         return stats

@@ -1,4 +1,4 @@
-"""The batcher: a job whose client went away never runs (its rows may have a new owner)."""
+"""The batcher and the runner: dropped jobs never run; piled-up jobs run in one batch."""
 
 import asyncio
 
@@ -41,3 +41,52 @@ def test_a_cancelled_job_is_dropped_and_the_others_run_in_one_call():
 
 def batcher_rows(jobs):
     return sorted(int(r) for j in jobs for r in j.step_rows)
+
+
+def test_jobs_that_pile_up_while_the_model_is_busy_run_in_one_batch_from_any_thread():
+    import threading
+
+    from wmsim_server.batcher import Runner
+
+    dreams = Dreams(EMBEDDED / "Breakout.wmsim", 4, device="cpu", threads=1)
+    runner = Runner(dreams, max_batch=64)
+    runner.run([job(reset=np.arange(4))])
+    batches: list[int] = []
+    compute = runner._compute
+    runner._compute = lambda jobs: (batches.append(len(jobs)), compute(jobs))[1]
+    jobs = [job(step=np.array([r])) for r in range(4)]
+    with runner._model:  # the model is busy: all four wait
+        threads = [threading.Thread(target=runner.run, args=([j],)) for j in jobs]
+        for thread in threads:
+            thread.start()
+        while len(runner._pending) < 4:
+            threading.Event().wait(0.001)
+    for thread in threads:
+        thread.join(10)
+    assert batches == [4]  # the first thread to get the model ran everyone's
+    assert all(j.done and j.error is None and len(j.reward) == 1 for j in jobs)
+
+
+def test_a_failed_batch_reaches_every_job_in_it_and_the_runner_goes_on():
+    from wmsim_server.batcher import Runner
+
+    dreams = Dreams(EMBEDDED / "Breakout.wmsim", 2, device="cpu", threads=1)
+    runner = Runner(dreams, max_batch=64)
+    bad = job(step=np.array([0]))
+    compute = runner._compute
+
+    def failing(jobs):
+        raise RuntimeError("the model broke")
+
+    runner._compute = failing
+    try:
+        runner.run([bad])
+    except RuntimeError as error:
+        assert "the model broke" in str(error)
+    else:
+        raise AssertionError("the error did not reach the caller")
+    runner._compute = compute
+    runner.run([job(reset=np.arange(2))])
+    ok = job(step=np.array([1]))
+    runner.run([ok])
+    assert ok.error is None and len(ok.reward) == 1
