@@ -23,6 +23,7 @@ import numpy as np
 
 from wmsim import __version__
 from wmsim.rpc import tensors
+from wmsim.rpc.same_host import Refused
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 from wmsim.runtime.dreams import Dreams
@@ -152,7 +153,8 @@ class DreamService(pb_grpc.DreamServicer):
         self.num_actions = len(dreams.spec["actions"])
         self._spec_json = json.dumps(dreams.spec)
 
-    async def GetSpec(self, request, context) -> pb.GetSpecResponse:  # noqa: D102
+    def spec_response(self) -> pb.GetSpecResponse:
+        """What GetSpec answers (and a same-host client's OPENED carries)."""
         return pb.GetSpecResponse(
             spec_json=self._spec_json,
             num_contexts=self.dreams.num_contexts,
@@ -161,25 +163,33 @@ class DreamService(pb_grpc.DreamServicer):
             max_batch=self.batcher.max_batch,
             server_version=__version__,
             device=self.dreams.runtime.graphs.device,
-            envs_stepped=self.batcher.envs_stepped,
-            model_calls=self.batcher.model_calls,
+            envs_stepped=self.batcher.runner.envs_stepped,
+            model_calls=self.batcher.runner.model_calls,
         )
 
-    async def OpenSession(self, request, context) -> pb.OpenSessionResponse:  # noqa: D102
+    async def GetSpec(self, request, context) -> pb.GetSpecResponse:  # noqa: D102
+        return self.spec_response()
+
+    def open_session(self, request: pb.OpenSessionRequest, peer: str) -> Session:
+        """A new session, on the event loop's thread.
+
+        Raises:
+            Refused: UNAVAILABLE (draining), INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+        """
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            raise Refused("UNAVAILABLE", "the server is shutting down")
         obs_type, latents = OBS_TYPES.get(request.obs_type), LATENTS.get(request.latents)
         if obs_type is None or latents is None or request.num_envs < 1:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise Refused(
+                "INVALID_ARGUMENT",
                 f"num_envs must be at least 1, obs_type one of {sorted(pb.ObsType.keys())} and "
                 f"latents one of {sorted(pb.Latents.keys())}; got {request.num_envs}, "
                 f"{request.obs_type} and {request.latents}",
             )
         try:
-            session = self.sessions.open(request.num_envs, obs_type, context.peer())
+            session = self.sessions.open(request.num_envs, obs_type, peer)
         except NoRoom as error:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            raise Refused("RESOURCE_EXHAUSTED", str(error)) from None
         # free rows: no batch steps them until this session's first request
         self.dreams.mode[session.rows] = latents == "mode"
         event(
@@ -191,6 +201,13 @@ class DreamService(pb_grpc.DreamServicer):
             peer=session.peer,
             free=self.sessions.free,
         )
+        return session
+
+    async def OpenSession(self, request, context) -> pb.OpenSessionResponse:  # noqa: D102
+        try:
+            session = self.open_session(request, context.peer())
+        except Refused as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
         return pb.OpenSessionResponse(session_id=session.id)
 
     async def CloseSession(self, request, context) -> pb.CloseSessionResponse:  # noqa: D102
@@ -251,27 +268,46 @@ class DreamService(pb_grpc.DreamServicer):
             # however the stream ends (done, refused, client killed, network gone, shutdown:
             # gRPC shows a vanished client as a cancellation, a closed generator or a plain end
             # of the requests), the session ends with it and its rows are free at once
-            session.streaming = False
-            if self.sessions.close(session.id) is not None:
-                how = "session_end" if ended else "session_lost"
-                event(how, session=session.id[:8], steps=session.steps, free=self.sessions.free)
+            self.end_session(session, ended)
 
-    async def _checked(self, request: pb.StepRequest, session: Session, context) -> Job:
-        """The request as a job, or an abort with the status that fits."""
+    def checked_job(self, request: pb.StepRequest, session: Session) -> Job:
+        """The request as a job for the runner.
+
+        Raises:
+            Refused: UNAVAILABLE (draining), INVALID_ARGUMENT or FAILED_PRECONDITION.
+        """
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            raise Refused("UNAVAILABLE", "the server is shutting down")
         try:
             return job_from(request, session, self.num_actions)
         except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise Refused("INVALID_ARGUMENT", str(error)) from None
         except RuntimeError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused("FAILED_PRECONDITION", str(error)) from None
+
+    async def _checked(self, request: pb.StepRequest, session: Session, context) -> Job:
+        """The request as a job, or an abort with the status that fits."""
+        try:
+            return self.checked_job(request, session)
+        except Refused as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
+
+    def end_session(self, session: Session, ended: bool) -> None:
+        """Close a driven session as its stream or connection ends (``ended``: cleanly)."""
+        session.streaming = False
+        if self.sessions.close(session.id) is not None:
+            how = "session_end" if ended else "session_lost"
+            event(how, session=session.id[:8], steps=session.steps, free=self.sessions.free)
 
     def could_send(self) -> int:
-        """Streams that stepped lately and are not waiting for an answer: worth waiting for."""
+        """Run streams that stepped lately and are not waiting for an answer: worth waiting for.
+
+        Same-host sessions do not count: their steps go to the runner, never to the batcher.
+        """
         now = time.monotonic()
         return sum(
-            not s.waiting and now - s.last_used < ACTIVE_WINDOW for s in self.sessions.driven()
+            not s.waiting and now - s.last_used < ACTIVE_WINDOW and not s.same_host
+            for s in self.sessions.driven()
         )
 
     async def reap(self, every: float) -> None:

@@ -45,7 +45,9 @@ class Session:
     started: bool = False
     """Its first request was taken: its rows got fresh generators with it."""
     streaming: bool = False
-    """A Run stream drives it now; idle reaping leaves it alone."""
+    """A Run stream (or a same-host connection) drives it now; idle reaping leaves it alone."""
+    same_host: bool = False
+    """A same-host connection drives it (:mod:`wmsim_server.same_host`), not a Run stream."""
     waiting: bool = False
     """Its stream waits for the answer to a step."""
     last_used: float = field(default_factory=time.monotonic)
