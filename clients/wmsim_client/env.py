@@ -26,6 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from wmsim.errors import UserError
+from wmsim.rpc.same_host import SCHEME as SAME_HOST
 from wmsim.store import resolve_model
 from wmsim_client.simulator import (
     DEFAULT_LATENTS,
@@ -132,11 +133,19 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
         if model is not None:
             raise ValueError("give model= or server=, not both: a server dreams with its own model")
         server = remote.pop("server")
-        if isinstance(server, str):
-            from wmsim_client.remote import RemoteSimulator as Remote
-        else:  # replicas: rows split over them, each session pinned to its replica
-            from wmsim_client.replicas import ReplicatedSimulator as Remote
-        built = Remote(server, num_rows, obs_type=obs_type, latents=latents, **remote)
+        if isinstance(server, str) and server.startswith(SAME_HOST):
+            from wmsim_client.same_host import SameHostSimulator
+
+            if remote.get("tls"):
+                raise ValueError(f"tls does not apply to a same-host server ({server})")
+            built = SameHostSimulator(server, num_rows, obs_type=obs_type, latents=latents,
+                                      timeout=remote.get("timeout", 30.0))  # fmt: skip
+        else:
+            if isinstance(server, str):
+                from wmsim_client.remote import RemoteSimulator as Remote
+            else:  # replicas: rows split over them, each session pinned to its replica
+                from wmsim_client.replicas import ReplicatedSimulator as Remote
+            built = Remote(server, num_rows, obs_type=obs_type, latents=latents, **remote)
         source = f"the server at {built.address} serves"
     else:
         path = resolve_model(game, model)
@@ -206,7 +215,9 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             A list of them is a set of replicas serving the same model (a name in it stands
             for every address it resolves to): the env's session opens on the first, and a
             reset after that replica is lost reopens it on another
-            (see :mod:`wmsim_client.replicas`).
+            (see :mod:`wmsim_client.replicas`). ``local:PATH`` is a server on this machine
+            started with ``--socket PATH``: the same contract over a Unix socket, the frames
+            in shared memory (see :mod:`wmsim_client.same_host`).
         token: the server's bearer token (default: ``$WMSIM_TOKEN``).
         tls: False, True (TLS, system roots) or a PEM root certificate path.
         timeout: seconds any one server call may take.

@@ -24,26 +24,22 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-import numpy as np
 
-from wmsim.rpc import tensors
 from wmsim.rpc.channel import channel_options
 from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
-from wmsim_client.simulator import DEFAULT_LATENTS, OBS_TYPES, Stepped, check_latents
+from wmsim_client.requests import ServedRows
+from wmsim_client.simulator import DEFAULT_LATENTS, OBS_TYPES, check_latents
 
 SESSION_KEY = "wmsim-session"
 OBS_TYPE_CODES = {"pixels": pb.OBS_TYPE_PIXELS, "latent": pb.OBS_TYPE_LATENT}
 LATENTS_CODES = {"sampled": pb.LATENTS_SAMPLED, "mode": pb.LATENTS_MODE}
 GONE = "is `wmsim serve` running there? Dream envs on it must be made again once it is back"
 """The advice of a ConnectionError (a replicated simulator gives its own instead)."""
-STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "contexts")
-"""The StepResponse fields that make a Stepped, in its order."""
 
 
 class ServerError(RuntimeError):
@@ -103,7 +99,7 @@ class _Stream:
         channel.close()
 
 
-class RemoteSimulator:
+class RemoteSimulator(ServedRows):
     """``num_rows`` dream rows on the server at ``server``; see the module docstring.
 
     Args:
@@ -176,31 +172,6 @@ class RemoteSimulator:
         # an env dropped without close() still ends its stream (and so its session)
         self._release = weakref.finalize(self, _Stream.end, self._stream, self.channel)
 
-    # -- the Simulator interface ------------------------------------------------------
-
-    def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Reset ``rows``, seeding those whose seed is not None -> (observations, contexts)."""
-        resets = [self._reset(row, seed) for row, seed in zip(rows, seeds, strict=True)]
-        response = self._exchange(pb.StepRequest(resets=resets))
-        return self._array(response.reset_obs, "reset_obs"), self._array(
-            response.contexts, "contexts"
-        )
-
-    def step(self, rows: np.ndarray, actions: np.ndarray, resets: np.ndarray) -> Stepped:
-        """Step ``rows`` with ``actions`` and reset the other rows ``resets``, in one round trip."""
-        request = pb.StepRequest(
-            resets=[pb.Reset(env=int(r)) for r in resets],
-            step_envs=np.asarray(rows).tolist(),
-            actions=tensors.encode(np.asarray(actions, np.int64)),
-        )
-        response = self._exchange(request)
-        return Stepped(*(self._array(getattr(response, name), name) for name in STEPPED))
-
-    def frames(self, rows: np.ndarray) -> np.ndarray:
-        """The current frames of ``rows`` (n, H, W, 3) uint8."""
-        response = self._exchange(pb.StepRequest(frame_envs=np.asarray(rows).tolist()))
-        return self._array(response.frames, "frames")
-
     def close(self) -> None:
         """End the stream, which closes the session on the server; closing twice is allowed."""
         if self._session is None:
@@ -217,22 +188,6 @@ class RemoteSimulator:
         self._release()
 
     # -- plumbing -----------------------------------------------------------------------
-
-    @staticmethod
-    def _reset(row: int, seed: int | None) -> pb.Reset:
-        if seed is None:
-            return pb.Reset(env=int(row))
-        if (
-            isinstance(seed, bool)
-            or not isinstance(seed, int | np.integer)
-            or not 0 <= seed < 2**64
-        ):
-            raise ValueError(f"a seed is None or an int in [0, 2**64), got {seed!r}")
-        return pb.Reset(env=int(row), seed=int(seed))
-
-    @staticmethod
-    def _array(tensor: pb.Tensor, what: str) -> np.ndarray:
-        return tensors.decode(tensor, what).copy()  # writable, owned by the caller
 
     def _unary(self, method, request):
         try:
