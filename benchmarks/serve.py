@@ -8,6 +8,8 @@ For pixel and latent observations, with random actions and NEXT_STEP autoreset:
   default threads, one per core, unless ``--threads`` is given);
 - remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
   stepping at once, so the batcher must merge them to keep up;
+- the same two over the same-host transport (``--socket``, ``server="local:PATH"``: a Unix
+  socket and shared memory, :mod:`wmsim_client.same_host`), rows named ``same-host``;
 - with ``--replicas N`` (N >= 2), remote on N replicas: one client of ``--batch`` envs
   spread over N ``wmsim serve`` replicas (:mod:`wmsim_client.replicas`), stepping them at
   once. Here every replica runs on this machine's cores and device: on a small CPU the row
@@ -24,7 +26,7 @@ malloc alone everywhere. The in-process env observes its start contexts before
 timing, as the long-running server has after its first rows. Each setup runs
 ``--repeats`` times, interleaved; the best run counts. Targets on a 2-core CPU:
 remote at least 0.9 (pixels) and 0.8 (latents) of in-process at batch 64, and
-16 x 4 at least 0.8 of 1 x 64.
+16 x 4 at least 0.8 of 1 x 64; both are checked for each transport.
 
     python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
                                [--replicas 2] [--no-tune-malloc]
@@ -40,8 +42,10 @@ import queue
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +56,16 @@ TARGETS = {"remote": {"pixels": 0.9, "latent": 0.8}, "clients": {"pixels": 0.8, 
 
 
 def start_server(
-    bundle: Path, device: str, threads: int | None, tune_malloc: bool
+    bundle: Path, device: str, threads: int | None, tune_malloc: bool, socket: Path | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """A ``wmsim serve`` on a free port; (process, ``127.0.0.1:PORT``)."""
+    """A ``wmsim serve`` on a free port (and ``socket``); (process, ``127.0.0.1:PORT``)."""
     command = [sys.executable, "-m", "wmsim", "serve", "--model", str(bundle), "--port", "0",
                "--device", device, "--max-envs", "1024", "--metrics-every-s", "0",
                "--tune-malloc" if tune_malloc else "--no-tune-malloc"]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
+    if socket is not None:
+        command += ["--socket", str(socket)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     for line in server.stderr:
         found = re.search(r"event=serving address=([^ ]+)", line)
@@ -116,14 +122,16 @@ def counters(address: str | list[str]) -> tuple[int, int]:
 
 
 def remote(
-    address, clients, num_envs, obs_type, steps, tune_malloc, threads: bool = False
+    address, clients, num_envs, obs_type, steps, tune_malloc, threads=False, counted=None
 ) -> tuple[float, list[float], float]:
     """(env steps/s over all clients, every step's latency, envs per model call).
 
     Clients are processes, or with ``threads`` threads of one process (16 client processes and
     the model do not fit two cores; threads share one Python runtime, as an RL library's
-    vectorized workers may).
+    vectorized workers may). ``counted``: the gRPC address whose counters to read, where
+    ``address`` is a same-host one.
     """
+    counted = counted or address
     if threads:
         barrier, results = threading.Barrier(clients), queue.Queue()
         make = threading.Thread
@@ -136,11 +144,11 @@ def remote(
                  for i in range(clients)]  # fmt: skip
     for process in processes:
         process.start()
-    stepped, calls = counters(address)
+    stepped, calls = counters(counted)
     runs = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join()
-    stepped_after, calls_after = counters(address)  # the warm-ups count too: same batching
+    stepped_after, calls_after = counters(counted)  # the warm-ups count too: same batching
     seconds = max(end for _, end, _ in runs) - min(start for start, _, _ in runs)
     per_call = (stepped_after - stepped) / max(calls_after - calls, 1)
     return clients * num_envs * steps / seconds, [t for *_, lat in runs for t in lat], per_call
@@ -194,9 +202,13 @@ def main() -> None:
         from wmsim.rpc.memory import keep_freed_memory
 
         keep_freed_memory()  # for the in-process dreams, as the server and clients do
-    servers = [start_server(bundle, args.device, args.threads, args.tune_malloc)
-               for _ in range(max(1, args.replicas))]  # fmt: skip
+    folder = tempfile.TemporaryDirectory(dir="/tmp")  # a socket path must stay short
+    near = Path(folder.name) / "wmsim.sock"
+    servers = [start_server(bundle, args.device, args.threads, args.tune_malloc,
+                            near if i == 0 else None)
+               for i in range(max(1, args.replicas))]  # fmt: skip
     address, replicas = servers[0][1], [a for _, a in servers]
+    local_address = f"local:{near}"
     try:
         from wmsim_client.remote import RemoteSimulator
 
@@ -208,58 +220,74 @@ def main() -> None:
         print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {device}, onnxruntime "
               f"{onnxruntime.__version__}, grpcio {grpc.__version__}, malloc {malloc}, "
               f"{bundle}")  # fmt: skip
-        print("env steps/s over all envs; latency of one vector step as its client sees it")
+        print(
+            "env steps/s over all envs; latency of one vector step as its client sees it; "
+            "grpc: over loopback TCP, same-host: a Unix socket and shared memory"
+        )
         if len(replicas) > 1:
             print(f"the {len(replicas)} replicas share this machine's CPUs and device: their "
                   "row checks the fan-out, it is no speed-up figure")  # fmt: skip
-        print(f"{'obs':8s}{'setup':28s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}"
+        print(f"{'obs':8s}{'setup':31s}{'steps/s':>9s}{'ratio':>14s}{'p50 ms':>9s}{'p99 ms':>9s}"
               f"{'envs/call':>10s}")  # fmt: skip
-        ratios = {}
+        ratios: dict[str, dict[str, tuple[float, float]]] = {}
         for obs_type in args.obs:
-            setups = {
-                f"in-process 1 x {args.batch}": lambda o=obs_type: in_process(
-                    bundle, args.batch, o, args.steps, args.device, args.threads),
-                f"remote 1 client x {args.batch}": lambda o=obs_type: remote(
-                    address, 1, args.batch, o, args.steps, args.tune_malloc),
-                f"remote {args.clients} clients x {small}": lambda o=obs_type: remote(
-                    address, args.clients, small, o, args.steps, args.tune_malloc),
-            }  # fmt: skip
-            if args.client_threads:
-                setups[f"remote {args.clients} threads x {small}"] = lambda o=obs_type: remote(
-                    address, args.clients, small, o, args.steps, args.tune_malloc, threads=True
+            local = f"in-process 1 x {args.batch}"
+            common = (obs_type, args.steps, args.tune_malloc)
+            setups = {local: (partial(in_process, bundle, args.batch, obs_type, args.steps,
+                                      args.device, args.threads), None)}  # fmt: skip
+            for transport, where in (("grpc", address), ("same-host", local_address)):
+                counted = None if transport == "grpc" else address
+                one = f"{transport} 1 client x {args.batch}"
+                setups[one] = (partial(remote, where, 1, args.batch, *common, counted=counted),
+                               local)  # fmt: skip
+                setups[f"{transport} {args.clients} clients x {small}"] = (
+                    partial(remote, where, args.clients, small, *common, counted=counted),
+                    one,
                 )
+                if args.client_threads:
+                    setups[f"{transport} {args.clients} threads x {small}"] = (
+                        partial(remote, where, args.clients, small, *common, threads=True,
+                                counted=counted), one)  # fmt: skip
             if len(replicas) > 1:
-                setups[f"remote 1 x {args.batch} on {len(replicas)} replicas"] = (
-                    lambda o=obs_type: remote(replicas, 1, args.batch, o, args.steps,
-                                              args.tune_malloc))  # fmt: skip
+                setups[f"grpc 1 x {args.batch} on {len(replicas)} replicas"] = (
+                    partial(remote, replicas, 1, args.batch, *common),
+                    f"grpc 1 client x {args.batch}")  # fmt: skip
             best: dict[str, tuple[float, list[float], float]] = {}
             for _ in range(args.repeats):
-                for name, run in setups.items():
+                for name, (run, _) in setups.items():
                     result = run()
                     if name not in best or result[0] > best[name][0]:
                         best[name] = result
-            local, one, many, *spread = (best[name][0] for name in setups)
-            ratios[obs_type] = (one / local, many / one)
-            shown = ["", f"{one / local:.2f} x local", f"{many / one:.2f} x 1 big"]
-            shown += [f"{spread[0] / one:.2f} x 1 big"] if args.client_threads else []
-            shown += [f"{rate / one:.2f} x 1 srv" for rate in spread[bool(args.client_threads) :]]
-            for (name, (rate, latencies, per_call)), ratio in zip(best.items(), shown, strict=True):
+            for name, (_, against) in setups.items():
+                rate, latencies, per_call = best[name]
+                base = "local" if against == local else "1 srv" if "replicas" in name else "1 big"
+                ratio = "" if against is None else f"{rate / best[against][0]:.2f} x {base}"
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-                print(f"{obs_type:8s}{name:28s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
+                print(f"{obs_type:8s}{name:31s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
                       f"{per_call:10.1f}")  # fmt: skip
+            ratios[obs_type] = {
+                transport: (
+                    best[f"{transport} 1 client x {args.batch}"][0] / best[local][0],
+                    best[f"{transport} {args.clients} clients x {small}"][0]
+                    / best[f"{transport} 1 client x {args.batch}"][0],
+                )
+                for transport in ("grpc", "same-host")
+            }
         checks = ((f"remote / in-process at batch {args.batch}", 0, "remote"),
                   (f"{args.clients} x {small} / 1 x {args.batch}", 1, "clients"))  # fmt: skip
         for what, k, kind in checks:
-            found = ", ".join(
-                f"{o} {r[k]:.2f} (at least {TARGETS[kind][o]}: "
-                f"{'met' if r[k] >= TARGETS[kind][o] else 'not met'})"
-                for o, r in ratios.items()
-            )
-            print(f"target on a 2-core CPU: {what}: {found}")
+            for transport in ("grpc", "same-host"):
+                found = ", ".join(
+                    f"{o} {r[transport][k]:.2f} (at least {TARGETS[kind][o]}: "
+                    f"{'met' if r[transport][k] >= TARGETS[kind][o] else 'not met'})"
+                    for o, r in ratios.items()
+                )
+                print(f"target on a 2-core CPU: {what}, {transport}: {found}")
     finally:
         for server, _ in servers:
             server.terminate()
             server.wait(30)
+        folder.cleanup()
 
 
 if __name__ == "__main__":

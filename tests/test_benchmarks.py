@@ -83,12 +83,20 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    rows = {line[8:36].strip(): line[36:].split() for line in lines if line.startswith("latent")}
-    assert list(rows) == ["in-process 1 x 4", "remote 1 client x 4", "remote 2 clients x 2"]
+    rows = {line[8:39].strip(): line[39:].split() for line in lines if line.startswith("latent")}
+    assert list(rows) == ["in-process 1 x 4", "grpc 1 client x 4", "grpc 2 clients x 2",
+                          "same-host 1 client x 4", "same-host 2 clients x 2"]  # fmt: skip
     assert all(float(values[0]) > 0 for values in rows.values())  # steps/s
-    assert float(rows["remote 2 clients x 2"][-1]) >= 1  # envs per model call
-    assert lines[-2].startswith("target on a 2-core CPU: remote / in-process at batch 4: latent")
-    assert lines[-1].startswith("target on a 2-core CPU: 2 x 2 / 1 x 4: latent")
+    for transport in ("grpc", "same-host"):
+        assert float(rows[f"{transport} 2 clients x 2"][-1]) >= 1  # envs per model call
+        assert rows[f"{transport} 1 client x 4"][2:4] == ["x", "local"]
+    expected = [
+        f"{what}, {transport}: latent"
+        for what in ("remote / in-process at batch 4", "2 x 2 / 1 x 4")
+        for transport in ("grpc", "same-host")
+    ]
+    for line, start in zip(lines[-4:], expected, strict=True):
+        assert line.startswith(f"target on a 2-core CPU: {start}")
     assert "(at least 0.8: " in lines[-1]
 
 
@@ -100,10 +108,11 @@ def test_serve_benchmark_adds_rows_of_client_threads_and_over_replicas():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any("no speed-up figure" in line for line in lines)
-    rows = {line[8:36].strip(): line[36:].split() for line in lines if line.startswith("latent")}
-    threads = rows["remote 2 threads x 2"]
-    assert float(threads[0]) > 0 and threads[2:5] == ["x", "1", "big"]
-    values = rows["remote 1 x 4 on 2 replicas"]
+    rows = {line[8:39].strip(): line[39:].split() for line in lines if line.startswith("latent")}
+    for transport in ("grpc", "same-host"):
+        threads = rows[f"{transport} 2 threads x 2"]
+        assert float(threads[0]) > 0 and threads[2:5] == ["x", "1", "big"]
+    values = rows["grpc 1 x 4 on 2 replicas"]
     assert float(values[0]) > 0 and float(values[1]) > 0 and values[2:5] == ["x", "1", "srv"]
     assert 0 < float(values[-1]) <= 2  # envs per model call: each replica holds two of the four
 

@@ -134,7 +134,9 @@ def test_in_test_mode_the_script_runs_to_the_end_on_cpu_and_prints_every_table(t
         assert f"target on one H100: {kind} {target} dream steps/s; measured on cpu: env " in out
     # serve: every setup for both observation types, and its targets
     for kind in ("pixels", "latent"):
-        served = [line[8:36].strip() for line in out.splitlines() if line.startswith(f"{kind}  r")]
-        assert served == ["remote 1 client x 4", "remote 2 clients x 2"]
+        served = [line[8:39].strip() for line in out.splitlines()
+                  if line.startswith((f"{kind}  grpc", f"{kind}  same-host"))]  # fmt: skip
+        assert served == ["grpc 1 client x 4", "grpc 2 clients x 2", "same-host 1 client x 4",
+                          "same-host 2 clients x 2"]  # fmt: skip
     assert "target on a 2-core CPU: remote / in-process at batch 4" in out
     assert out.splitlines()[-1].startswith("gpu-bench: done in ")
