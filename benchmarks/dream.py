@@ -53,21 +53,43 @@ GPU_TARGETS = {"pixels": 100_000, "latent": 1_000_000}
 """Issue 19: dreamed steps/s on one H100, summed over the batch."""
 
 
+MIN_SECONDS = 0.25
+"""A timed run lasts at least this long: 32 steps of a 0.5 ms latent step are 16 ms, and the
+best of three such runs moved by 25% between two runs of the benchmark on the 2-core CPU."""
+
+
+def best_of(run, steps: int, repeats: int) -> float:
+    """The least seconds per unit of ``run(calls) -> (seconds, units)`` over ``repeats`` runs.
+
+    Runs have ``steps`` calls, doubled until one lasts :data:`MIN_SECONDS`; the runs that
+    find the count warm up (threads woken, caches and allocators settled) and do not count.
+    """
+    calls = steps
+    while (found := run(calls))[0] < MIN_SECONDS:
+        calls *= 2
+    best = found[0] / max(found[1], 1)  # the last warm-up run is as long as the timed ones
+    for _ in range(repeats):
+        seconds, units = run(calls)
+        best = min(best, seconds / max(units, 1))
+    return best
+
+
 def rate(fn, batch: int, steps: int, repeats: int, finish=lambda: None) -> float:
-    """Steps/s summed over the batch: the best of ``repeats`` runs of ``steps`` calls.
+    """Steps/s summed over the batch: the best of ``repeats`` runs (see :func:`best_of`).
 
     ``finish`` waits for queued work (CUDA kernels run after their call returns).
     """
     fn()
     finish()
-    best = float("inf")
-    for _ in range(repeats):
+
+    def run(calls: int) -> tuple[float, int]:
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(calls):
             fn()
         finish()
-        best = min(best, time.perf_counter() - start)
-    return batch * steps / best
+        return time.perf_counter() - start, calls
+
+    return batch / best_of(run, steps, repeats)
 
 
 def fake_contexts(count: int, context: int) -> dict[str, np.ndarray]:
@@ -133,13 +155,15 @@ def env_rate(bundle, batch, pixels, steps, repeats, device, threads) -> float | 
     runtime.observe_contexts(np.arange(runtime.num_contexts))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first is the warm-up
+
+    def run(calls: int) -> tuple[float, int]:
         start, dreamed = time.perf_counter(), 0
-        for _ in range(steps):
+        for _ in range(calls):
             infos = env.step(rng.integers(len(ACTIONS), size=batch))[-1]
             dreamed += int(infos["_continue"].sum()) if "_continue" in infos else 0
-        best = min(best, (time.perf_counter() - start) / max(dreamed, 1))
+        return time.perf_counter() - start, dreamed
+
+    best = best_of(run, steps, repeats)
     env.close()
     return 1.0 / best
 
@@ -256,7 +280,7 @@ def main() -> None:
     parser.add_argument(
         "--ale-batches", type=int, nargs="+", help="emulator batches (default: all); others: -"
     )
-    parser.add_argument("--steps", type=int, default=32, help="steps per measurement")
+    parser.add_argument("--steps", type=int, default=32, help="steps per measurement, at least")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument(

@@ -92,3 +92,44 @@ def play(envs, steps: int, seed: int):
     for _ in range(steps):
         out.append(envs.step(rng.integers(4, size=envs.num_envs)))
     return out
+
+
+def free_envs(address: str) -> int:
+    """The free envs of the server at ``address`` (gRPC), as its GetSpec says."""
+    import grpc
+
+    from wmsim.rpc.v1 import dream_pb2 as pb
+    from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=5).free_envs
+
+
+def wait_until(condition, timeout=10.0):
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+STEPPING_CLIENT = """
+import sys, numpy as np, gymnasium, wmsim
+envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=8, server=sys.argv[1])
+envs.reset(seed=0)
+while True:
+    envs.step(np.zeros(8, int))
+    print("stepping", flush=True)
+"""
+
+
+def kill_a_stepping_client(server: ServerProcess, where: str, max_envs: int) -> None:
+    """A client process stepping 8 envs on ``where`` is killed: all ``max_envs`` are free again."""
+    client = subprocess.Popen([sys.executable, "-c", STEPPING_CLIENT, where],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert client.stdout.readline().strip() == "stepping"
+    assert free_envs(server.address) == max_envs - 8
+    client.kill()
+    client.wait()
+    wait_until(lambda: free_envs(server.address) == max_envs)
+    server.wait_for_log("event=session_(lost|end)")

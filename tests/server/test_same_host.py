@@ -9,21 +9,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import grpc
 import gymnasium
 import numpy as np
 import pytest
-from serving import play, served
+from serving import free_envs, kill_a_stepping_client, play, served, wait_until
 from wmsim_client.remote import ServerError
 from wmsim_client.same_host import SameHostSimulator
 
 import wmsim  # noqa: F401  registers the ids
 from wmsim.rpc import same_host as wire
-from wmsim.rpc.v1 import dream_pb2 as pb
-from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 
 ID = "wmsim/Breakout-dream-v0"
 MAX_ENVS = 32
@@ -42,18 +38,6 @@ def server(folder):
         running.socket = path
         running.local = f"local:{path}"
         yield running
-
-
-def free_envs(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        return pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=5).free_envs
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
@@ -174,25 +158,8 @@ class SameHostSimulatorClosing:
         self.simulator.close()
 
 
-CLIENT = """
-import sys, numpy as np, gymnasium, wmsim
-envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=8, server=sys.argv[1])
-envs.reset(seed=0)
-print("stepping", flush=True)
-while True:
-    envs.step(np.zeros(8, int))
-"""
-
-
 def test_a_client_killed_mid_step_frees_its_envs(server):
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, server.local],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert client.stdout.readline().strip() == "stepping"
-    assert free_envs(server.address) == MAX_ENVS - 8
-    client.kill()
-    client.wait()
-    wait_until(lambda: free_envs(server.address) == MAX_ENVS)
-    server.wait_for_log("event=session_lost .*peer|event=session_lost")
+    kill_a_stepping_client(server, server.local, MAX_ENVS)
 
 
 def test_sigterm_ends_same_host_sessions_and_removes_the_socket(folder):

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
 from helpers import FORMAT_1_BUNDLE
-from serving import play, self_signed, served
+from serving import free_envs, kill_a_stepping_client, play, self_signed, served, wait_until
 
 import wmsim  # noqa: F401  registers the ids
 from wmsim.rpc import tensors
@@ -49,19 +49,6 @@ def server():
 def stub(address: str, metadata=()):
     channel = grpc.insecure_channel(address)
     return pb_grpc.DreamStub(channel), channel
-
-
-def free_envs(address: str) -> int:
-    dream, channel = stub(address)
-    with channel:
-        return dream.GetSpec(pb.GetSpecRequest(), timeout=5).free_envs
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
@@ -290,25 +277,8 @@ def test_idle_sessions_are_reaped(server):
     server.wait_for_log("event=session_reaped")
 
 
-CLIENT = """
-import sys, time, numpy as np, gymnasium, wmsim
-envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=8, server=sys.argv[1])
-envs.reset(seed=0)
-while True:
-    envs.step(np.zeros(8, int))
-    print("stepping", flush=True)
-"""
-
-
 def test_a_client_killed_mid_stream_frees_its_envs(server):
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, server.address],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert client.stdout.readline().strip() == "stepping"
-    assert free_envs(server.address) == MAX_ENVS - 8
-    client.kill()
-    client.wait()
-    wait_until(lambda: free_envs(server.address) == MAX_ENVS)
-    server.wait_for_log("event=session_(lost|end)")
+    kill_a_stepping_client(server, server.address, MAX_ENVS)
 
 
 def test_the_python_random_agent_example_plays_remote_dreams(server):
