@@ -221,10 +221,15 @@ class RemoteSimulator(ServedRows):
             code == grpc.StatusCode.CANCELLED and self._stream.timed_out
         ):
             return TimeoutError(f"{where} gave no answer within {self.timeout:g} s")
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            return ConnectionError(f"{where} cannot be reached or went away ({details}); {GONE}")
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return PermissionError(f"{where} refused the call: {details}")
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return ValueError(f"{where} refused the input: {details}")
-        return ServerError(f"{where}: {details} ({code.name})", code)
+        return refusal(code, details, where)
+
+
+def refusal(code: grpc.StatusCode, details: str, where: str) -> Exception:
+    """The exception a client raises for a call refused with ``code`` (both transports)."""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return ConnectionError(f"{where} cannot be reached or went away ({details}); {GONE}")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return PermissionError(f"{where} refused the call: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ValueError(f"{where} refused the input: {details}")
+    return ServerError(f"{where}: {details} ({code.name})", code)

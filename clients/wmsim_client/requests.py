@@ -8,6 +8,7 @@ as an array the caller owns).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ STEPPED = ("obs", "reward", "continue_prob", "terminated", "reset_obs", "context
 """The StepResponse fields that make a Stepped, in its order."""
 
 
-class ServedRows:
+class ServedRows(ABC):
     """The Simulator calls as StepRequests; see the module docstring."""
 
     def reset(self, rows: np.ndarray, seeds: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +45,9 @@ class ServedRows:
         response = self._exchange(pb.StepRequest(frame_envs=np.asarray(rows).tolist()))
         return self._array(response, "frames")
 
+    @abstractmethod
     def _exchange(self, request: pb.StepRequest) -> pb.StepResponse:
-        raise NotImplementedError
+        """Send ``request``, return its answer (raising what the transport's errors mean)."""
 
     def _array(self, response: pb.StepResponse, name: str) -> np.ndarray:
         """Field ``name`` of ``response`` as an array, writable, owned by the caller."""

@@ -27,7 +27,7 @@ import numpy as np
 from wmsim.rpc import same_host as wire
 from wmsim.rpc.same_host import Refused
 from wmsim.rpc.v1 import dream_pb2 as pb
-from wmsim_client.remote import GONE, LATENTS_CODES, OBS_TYPE_CODES, ServerError
+from wmsim_client.remote import GONE, LATENTS_CODES, OBS_TYPE_CODES, ServerError, refusal
 from wmsim_client.requests import ServedRows
 from wmsim_client.simulator import DEFAULT_LATENTS, OBS_TYPES, check_latents
 
@@ -130,7 +130,8 @@ class SameHostSimulator(ServedRows):
             finally:
                 os.close(fd)
         if got == wire.ERROR:
-            raise _translated(Refused.parse(reply), where)
+            refused = Refused.parse(reply)
+            raise refusal(_status(refused.code), refused.message, where)
         if got != answer:
             message = f"{where} answered with message kind {got}, not {answer}"
             raise ServerError(message, grpc.StatusCode.INTERNAL)
@@ -164,15 +165,6 @@ class SameHostSimulator(ServedRows):
         return np.ndarray(shape, dtype, buffer=memory, offset=offset).astype(
             dtype.newbyteorder("="), copy=True
         )
-
-
-def _translated(refused: Refused, where: str) -> Exception:
-    """The exception RemoteSimulator raises for the same status."""
-    if refused.code == "UNAVAILABLE":
-        return ConnectionError(f"{where} cannot take the call ({refused.message}); {GONE}")
-    if refused.code == "INVALID_ARGUMENT":
-        return ValueError(f"{where} refused the input: {refused.message}")
-    return ServerError(f"{where}: {refused.message} ({refused.code})", _status(refused.code))
 
 
 def _status(code: str) -> grpc.StatusCode:

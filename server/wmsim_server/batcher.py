@@ -82,12 +82,11 @@ class Batcher:
         max_delay: seconds a batch waits for more jobs after its first.
         streams: a callable giving the number of streams worth waiting for (stepping
             lately, not waiting for an answer); the batch stops waiting when it is 0.
-        runner: the model's runner, shared with same-host clients (default: a new one).
     """
 
-    def __init__(self, dreams: Dreams, max_batch: int, max_delay: float, streams, runner=None):
-        self.dreams, self.max_batch, self.max_delay = dreams, max_batch, max_delay
-        self.runner = runner if runner is not None else Runner(dreams, max_batch)
+    def __init__(self, dreams: Dreams, max_batch: int, max_delay: float, streams):
+        self.max_batch, self.max_delay = max_batch, max_delay
+        self.runner = Runner(dreams, max_batch)  # same-host clients use it too
         self._streams = streams
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="wmsim-model")

@@ -26,6 +26,7 @@ import numpy as np
 from wmsim.collect.atari import AtariConfig, AtariEnv
 from wmsim.errors import UserError
 from wmsim.files import atomic_write_json
+from wmsim.runtime.row_parts import cores
 from wmsim.scores import HUMAN_SCORES, human_normalized_score
 
 
@@ -183,14 +184,8 @@ def eval_record(
         "seed": seed,
         "protocol": dataclasses.asdict(protocol(game, max_frames, resize)),
         "seconds": result.seconds,
-        "machine": f"{platform.machine()}, {platform.system()}, {_cores()} cores",
+        "machine": f"{platform.machine()}, {platform.system()}, {cores()} cores",
     }
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
