@@ -23,7 +23,7 @@ model call, shows the batcher merging clients. All three run with the malloc
 setting of :mod:`wmsim.rpc.memory` (the server, every client and this process,
 whose in-process dreams gain from it too) unless ``--no-tune-malloc`` leaves
 malloc alone everywhere. The in-process env observes its start contexts before
-timing, as the long-running server has after its first rows. Each setup runs
+timing, as the server does before it serves. Each setup runs
 ``--repeats`` times, interleaved; the best run counts. Targets on a 2-core CPU:
 remote at least 0.9 (pixels) and 0.8 (latents) of in-process at batch 64, and
 16 x 4 at least 0.8 of 1 x 64; both are checked for each transport.

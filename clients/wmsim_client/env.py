@@ -139,7 +139,8 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
             if remote.get("tls"):
                 raise ValueError(f"tls does not apply to a same-host server ({server})")
             built = SameHostSimulator(server, num_rows, obs_type=obs_type, latents=latents,
-                                      timeout=remote.get("timeout", 30.0))  # fmt: skip
+                                      timeout=remote.get("timeout", 30.0),
+                                      tune_malloc=remote.get("tune_malloc", False))  # fmt: skip
         else:
             if isinstance(server, str):
                 from wmsim_client.remote import RemoteSimulator as Remote

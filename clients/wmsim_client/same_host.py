@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
 import socket
@@ -25,6 +26,7 @@ import grpc
 import numpy as np
 
 from wmsim.rpc import same_host as wire
+from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.same_host import Refused
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim_client.remote import GONE, LATENTS_CODES, OBS_TYPE_CODES, ServerError, refusal
@@ -52,6 +54,10 @@ class SameHostSimulator(ServedRows):
         obs_type: pixels or latent.
         latents: sampled or mode (see :data:`wmsim_client.simulator.LATENTS`).
         timeout: seconds any one call may take.
+        tune_malloc: tell glibc's malloc to keep freed memory for reuse, as
+            :class:`wmsim_client.remote.RemoteSimulator` does: the arrays a step returns are
+            fresh blocks of up to megabytes, which otherwise fault in page by page (64 pixel
+            frames: 0.3 ms a copy on a 2-core CPU, against 0.01 ms reused).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class SameHostSimulator(ServedRows):
         obs_type: str = "pixels",
         latents: str = DEFAULT_LATENTS,
         timeout: float = 30.0,
+        tune_malloc: bool = False,
     ):
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {', '.join(OBS_TYPES)}, got {obs_type!r}")
@@ -73,6 +80,8 @@ class SameHostSimulator(ServedRows):
         self.address, self.path = f"{wire.SCHEME}{path}", path
         self.timeout, self.obs_type, self.latents = float(timeout), obs_type, latents
         self.num_rows = num_rows
+        if tune_malloc:
+            keep_freed_memory()
         self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._connection.settimeout(self.timeout)
         self._shared: list[mmap.mmap] = []  # the session's shared memory, once open
@@ -158,7 +167,7 @@ class SameHostSimulator(ServedRows):
             return super()._array(response, name)
         offset, dtype, shape = placed
         memory = self._shared[0] if self._shared else None
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if memory is None or offset + nbytes > len(memory):
             message = f"{self.address} placed {name} outside the shared memory"
             raise ServerError(message, grpc.StatusCode.INTERNAL)

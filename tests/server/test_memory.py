@@ -1,8 +1,8 @@
 """The malloc setting for large messages: applied where glibc is, and only when asked for.
 
-It changes the whole process, so library calls (remote simulators and envs, ``serve()``,
-``run_server``) leave it alone by default; the ``wmsim serve`` command, which owns its
-process, turns it on.
+It changes the whole process, so library calls (remote and same-host simulators and envs,
+``serve()``, ``run_server``) leave it alone by default; the ``wmsim serve`` command, which
+owns its process, turns it on.
 """
 
 import asyncio
@@ -12,8 +12,10 @@ import sys
 
 import pytest
 import wmsim_client.remote
+import wmsim_client.same_host
 import wmsim_server.serve
 from wmsim_client.remote import RemoteSimulator
+from wmsim_client.same_host import SameHostSimulator
 from wmsim_server.serve import ServeArgs, run_server
 
 from wmsim.cli import main
@@ -21,6 +23,7 @@ from wmsim.errors import UserError
 
 CODE = "from wmsim.rpc.memory import keep_freed_memory; print(keep_freed_memory())"
 NOBODY = "127.0.0.1:1"  # a port nothing listens on: the simulator fails after the setting
+NO_SOCKET = "local:/nonexistent/wmsim.sock"  # the same for a same-host server
 
 
 def test_it_applies_on_glibc():
@@ -33,7 +36,7 @@ def test_it_applies_on_glibc():
 def tuned(monkeypatch):
     """The calls of keep_freed_memory from the client and the server, counted."""
     calls = []
-    for module in (wmsim_client.remote, wmsim_server.serve):
+    for module in (wmsim_client.remote, wmsim_client.same_host, wmsim_server.serve):
         monkeypatch.setattr(module, "keep_freed_memory", lambda: calls.append(1) or True)
     return calls
 
@@ -46,14 +49,23 @@ def test_a_remote_simulator_tunes_malloc_only_when_asked(tuned, asked):
     assert len(tuned) == asked
 
 
-def test_a_remote_env_passes_the_choice_on(tuned):
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_same_host_simulator_tunes_malloc_only_when_asked(tuned, asked):
+    options = {"tune_malloc": True} if asked else {}
+    with pytest.raises(ConnectionError):
+        SameHostSimulator(NO_SOCKET, 1, timeout=1.0, **options)
+    assert len(tuned) == asked
+
+
+@pytest.mark.parametrize("server", [NOBODY, NO_SOCKET])
+def test_a_remote_env_passes_the_choice_on(tuned, server):
     from wmsim_client.vector import DreamVectorEnv
 
     with pytest.raises(ConnectionError):
-        DreamVectorEnv(2, server=NOBODY, timeout=1.0)
+        DreamVectorEnv(2, server=server, timeout=1.0)
     assert not tuned
     with pytest.raises(ConnectionError):
-        DreamVectorEnv(2, server=NOBODY, timeout=1.0, tune_malloc=True)
+        DreamVectorEnv(2, server=server, timeout=1.0, tune_malloc=True)
     assert len(tuned) == 1
 
 

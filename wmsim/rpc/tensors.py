@@ -31,13 +31,19 @@ DTYPES = {
 """The dtypes a Tensor may carry, by numpy name."""
 
 
+_NAMES = {np.dtype(name).newbyteorder(order): name for name in DTYPES for order in "<>="}
+"""Each dtype that may travel, in any byte order -> its name: ``dtype.name`` costs more than
+the rest of a small array's encoding."""
+
+
 def encode(array: np.ndarray) -> pb.Tensor:
     """A numpy array -> Tensor (C order, little-endian)."""
     array = np.asarray(array)
-    if array.dtype.name not in DTYPES:
+    name = _NAMES.get(array.dtype)
+    if name is None:
         raise ValueError(f"dtype {array.dtype} cannot travel; use one of {', '.join(DTYPES)}")
-    data = np.ascontiguousarray(array, DTYPES[array.dtype.name]).tobytes()
-    return pb.Tensor(dtype=array.dtype.name, shape=array.shape, data=data)
+    data = np.ascontiguousarray(array, DTYPES[name]).tobytes()
+    return pb.Tensor(dtype=name, shape=array.shape, data=data)
 
 
 def decode(tensor: pb.Tensor, what: str) -> np.ndarray:
