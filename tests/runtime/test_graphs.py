@@ -115,3 +115,43 @@ def test_decode_can_be_left_out_for_latent_clients():
     assert "decode" not in graphs.sessions
     with pytest.raises(RuntimeError, match="decode=False"):
         graphs.decode(np.zeros((1, 1024), np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_step_of_every_row_through_bound_buffers_dreams_what_a_subset_step_dreams(threads):
+    """Every row stepped (the bound ping-pong arenas) == the same rows of a larger arena.
+
+    Resets, a clear and a step of some rows come between the full steps: they write into
+    whichever copy of the arena is current.
+    """
+    n = 2 * 16 + 3  # two parts of uneven size when threads=2
+    rows = np.arange(n)
+    full = Runtime(DEFAULT, n, device="cpu", threads=threads, decode=False)
+    larger = Runtime(DEFAULT, n + 5, device="cpu", threads=threads, decode=False)
+    kept = []
+    for runtime in (full, larger):
+        runtime.reset(rows, rows % runtime.num_contexts)
+    for t in range(6):
+        actions, n_t = (rows + t) % 4, noise(full, n, t)
+        got, expected = full.step(rows, actions, n_t), larger.step(rows, actions, n_t)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        kept.append((got[0], got[0].copy()))
+        if t == 1:  # resets land in the copy the next step reads
+            for runtime in (full, larger):
+                runtime.reset(np.array([3, 7]), np.array([5, 9]))
+        if t == 2:
+            for runtime in (full, larger):
+                runtime.clear(np.array([0]))
+                runtime.reset(np.array([0]), np.array([2]))
+        if t == 3:  # some rows only: the bound path is left and taken again after
+            some = np.array([30, 2, 11])
+            a = full.step(some, np.ones(3, np.int64), noise(full, 3, 99))
+            b = larger.step(some, np.ones(3, np.int64), noise(full, 3, 99))
+            np.testing.assert_array_equal(a[0], b[0])
+    assert full._bound is not None and larger._bound is None
+    for k, v in full.arena.items():
+        np.testing.assert_array_equal(v, larger.arena[k][:n])
+    np.testing.assert_array_equal(full.latents, larger.latents[:n])
+    for returned, copy in kept:  # a step's rewards are the caller's: later steps leave them
+        np.testing.assert_array_equal(returned, copy)
