@@ -21,7 +21,11 @@ class ServerProcess:
     """A running ``wmsim serve``; ``address`` is ``127.0.0.1:PORT``; ``logs`` its stderr lines."""
 
     def __init__(self, args: list[str], env: dict | None = None):
-        command = [sys.executable, "-m", "wmsim", "serve", "--port", "0", "--threads", "1", *args]
+        # computing every start state costs a server 2.5 s of start-up: the tests that compare
+        # served dreams with in-process ones ask for it (--warm-starts), the rest go without
+        warm = [] if "--warm-starts" in args else ["--no-warm-starts"]
+        command = [sys.executable, "-m", "wmsim", "serve", "--port", "0", "--threads", "1", *warm,
+                   *args]  # fmt: skip
         self.process = subprocess.Popen(
             command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})},

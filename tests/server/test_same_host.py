@@ -34,7 +34,9 @@ def folder():
 @pytest.fixture(scope="module")
 def server(folder):
     path = folder / "wmsim.sock"
-    with served("--socket", path, "--max-envs", MAX_ENVS, "--max-sessions", 16) as running:
+    with served(
+        "--warm-starts", "--socket", path, "--max-envs", MAX_ENVS, "--max-sessions", 16
+    ) as running:
         running.socket = path
         running.local = f"local:{path}"
         yield running

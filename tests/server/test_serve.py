@@ -31,6 +31,7 @@ NUM_CONTEXTS = 1024  # start contexts in the shipped bundle
 @pytest.fixture(scope="module")
 def server():
     with served(
+        "--warm-starts",  # its dreams are compared with in-process ones, which observe lazily
         "--max-envs",
         MAX_ENVS,
         "--max-sessions",
@@ -486,7 +487,7 @@ def test_serve_called_again_logs_each_line_once_and_leaves_logging_as_it_was():
 
 def test_start_states_are_computed_before_serving_unless_told_not_to():
     """On a warm server no reset pays for its start context (10-30 ms for its whole batch)."""
-    with served("--max-envs", "4") as server:
+    with served("--warm-starts", "--max-envs", "4") as server:
         with grpc.insecure_channel(server.address) as channel:
             spec = pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=5)
         events = [line.split()[2] for line in server.logs]
