@@ -98,15 +98,20 @@ def play(envs, steps: int, seed: int):
     return out
 
 
-def free_envs(address: str) -> int:
-    """The free envs of the server at ``address`` (gRPC), as its GetSpec says."""
+def spec(address: str, timeout: float = 5.0):
+    """The GetSpecResponse of the server at ``address`` (gRPC)."""
     import grpc
 
     from wmsim.rpc.v1 import dream_pb2 as pb
     from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 
     with grpc.insecure_channel(address) as channel:
-        return pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=5).free_envs
+        return pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=timeout)
+
+
+def free_envs(address: str, timeout: float = 5.0) -> int:
+    """The free envs of the server at ``address`` (gRPC), as its GetSpec says."""
+    return spec(address, timeout).free_envs
 
 
 def wait_until(condition, timeout=10.0):

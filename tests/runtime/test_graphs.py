@@ -81,7 +81,7 @@ def test_a_step_split_between_threads_dreams_what_one_call_dreams_bit_for_bit():
     rows = np.arange(2 * 16 + 3)  # two parts of uneven size
     whole = Runtime(DEFAULT, len(rows), device="cpu", threads=1, decode=False)
     split = Runtime(DEFAULT, len(rows), device="cpu", threads=2, decode=False)
-    assert split.graphs._step_parts == 2 and whole.graphs._step_parts == 1
+    assert split.graphs.step_parts == 2 and whole.graphs.step_parts == 1
     for runtime in (whole, split):
         runtime.reset(rows, rows % runtime.num_contexts)
     for t in range(3):

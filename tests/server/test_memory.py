@@ -41,19 +41,15 @@ def tuned(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("asked", [False, True])
-def test_a_remote_simulator_tunes_malloc_only_when_asked(tuned, asked):
-    options = {"tune_malloc": True} if asked else {}
-    with pytest.raises(ConnectionError):
-        RemoteSimulator(NOBODY, 1, timeout=1.0, **options)
-    assert len(tuned) == asked
+SERVED = [(RemoteSimulator, NOBODY), (SameHostSimulator, NO_SOCKET)]
 
 
 @pytest.mark.parametrize("asked", [False, True])
-def test_a_same_host_simulator_tunes_malloc_only_when_asked(tuned, asked):
+@pytest.mark.parametrize(("simulator", "server"), SERVED)
+def test_a_served_simulator_tunes_malloc_only_when_asked(tuned, simulator, server, asked):
     options = {"tune_malloc": True} if asked else {}
     with pytest.raises(ConnectionError):
-        SameHostSimulator(NO_SOCKET, 1, timeout=1.0, **options)
+        simulator(server, 1, timeout=1.0, **options)
     assert len(tuned) == asked
 
 

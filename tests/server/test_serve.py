@@ -16,7 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
 from helpers import FORMAT_1_BUNDLE
-from serving import free_envs, kill_a_stepping_client, play, self_signed, served, wait_until
+from serving import (
+    free_envs,
+    kill_a_stepping_client,
+    play,
+    self_signed,
+    served,
+    spec,
+    wait_until,
+)
 
 import wmsim  # noqa: F401  registers the ids
 from wmsim.rpc import tensors
@@ -488,10 +496,9 @@ def test_serve_called_again_logs_each_line_once_and_leaves_logging_as_it_was():
 def test_start_states_are_computed_before_serving_unless_told_not_to():
     """On a warm server no reset pays for its start context (10-30 ms for its whole batch)."""
     with served("--warm-starts", "--max-envs", "4") as server:
-        with grpc.insecure_channel(server.address) as channel:
-            spec = pb_grpc.DreamStub(channel).GetSpec(pb.GetSpecRequest(), timeout=5)
+        contexts = spec(server.address).num_contexts
         events = [line.split()[2] for line in server.logs]
         assert events.index("event=warmed") < events.index("event=serving")
-        assert f"contexts={spec.num_contexts} " in server.wait_for_log("event=warmed")
+        assert f"contexts={contexts} " in server.wait_for_log("event=warmed")
     with served("--max-envs", "4", "--no-warm-starts") as server:
         assert not any("event=warmed" in line for line in server.logs)

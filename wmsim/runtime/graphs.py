@@ -156,7 +156,8 @@ class Graphs:
         self.state_names = self.bundle.state_names
         providers = self.sessions["step"].get_providers()
         self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
-        self._step_parts = (threads or row_parts.cores()) if self.device == "cpu" else 1
+        self.step_parts = (threads or row_parts.cores()) if self.device == "cpu" else 1
+        """At most this many parts of a step's rows run at once (:mod:`row_parts`)."""
         self.decoder: str | None = None
         """What decodes frames: ``onnxruntime``, ``openvino bf16`` or ``openvino f32``."""
         self._decode = self._decoder(decoder, threads) if decode else None
@@ -206,7 +207,7 @@ class Graphs:
         feed["noise"] = np.asarray(noise, np.float32)  # no copy when it is float32 already
         session = self.sessions["step"]
         outputs = row_parts.run_parts(
-            lambda part: session.run(None, part), feed, len(feed["action"]), self._step_parts
+            lambda part: session.run(None, part), feed, len(feed["action"]), self.step_parts
         )
         count = len(self.state_names)
         reward, cont, latent = outputs[count:]
@@ -251,7 +252,7 @@ class BoundStep:
         self.noise = np.zeros((rows, *graphs.bundle.noise_shape), np.float32)
         self.reward, self.cont = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
         self._session = session
-        count = row_parts.parts(rows, graphs._step_parts)
+        count = row_parts.parts(rows, graphs.step_parts)
         self._bindings: list[list[ort.IOBinding]] = []  # per copy read: one binding a part
         for read in (0, 1):
             written = 1 - read
