@@ -34,6 +34,7 @@ commands:
   results       aggregate evaluation records: mean, median and IQM HNS beside the papers'
   bundle check  validate a model bundle: files, hashes, graph signatures, format version
   bundle eval   measure a bundle's fidelity on fresh real play: the ball, rewards, ends
+  bundle decoder  train a narrower (cheaper) or wider decoder for a bundle's model
   models list   list the model bundles dream envs can load by name
   models add    copy a bundle into the user's model store
   bench NAME    run a benchmark from benchmarks/
@@ -333,6 +334,28 @@ def _bundle_check(argv: list[str]) -> int:
     return 0
 
 
+def _bundle_decoder(argv: list[str]) -> int:
+    import tyro
+
+    from wmsim.train.decoder import DecoderArgs, train_decoder
+
+    args = tyro.cli(DecoderArgs, prog="wmsim bundle decoder", args=argv)
+    try:
+        metrics = train_decoder(args)
+    except KeyboardInterrupt:
+        return _interrupted(args.run)
+    shown = [
+        f"{name}_{kind}" for name in ("recon", "h1", "h4") for kind in ("mse", "object_recall")
+    ]
+    summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if k in metrics)
+    print(
+        f"trained {args.run} to step {args.steps}"
+        + (f"; held-out {summary}" if summary else "")
+        + (f"; wrote {args.out}" if args.out else "")
+    )
+    return 0
+
+
 def _bundle_eval(argv: list[str]) -> int:
     from wmsim.bundle import open_bundle
     from wmsim.bundle_eval import (
@@ -458,6 +481,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "results": _results,
     "bundle check": _bundle_check,
     "bundle eval": _bundle_eval,
+    "bundle decoder": _bundle_decoder,
     "models list": _models_list,
     "models add": _models_add,
     "bench": _bench,

@@ -21,9 +21,10 @@ from wmsim.train.config import TrainConfig
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 
-KINDS = ("train", "agent", "env")
+KINDS = ("train", "agent", "env", "decoder")
 """Which loop wrote a checkpoint: ``wmsim train`` (a world model), ``wmsim agent train
---game`` (an agent and the world model it trained in) or ``--env`` (an agent alone)."""
+--game`` (an agent and the world model it trained in), ``--env`` (an agent alone) or
+``wmsim bundle decoder`` (a decoder for a bundle's model)."""
 OLD_KINDS = {None: "train", "world-model": "agent"}
 """Tags of checkpoints from wmsim versions before KINDS: untagged, or "world-model" for
 ``wmsim agent train --game``; they read as the kind they are."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -288,27 +289,52 @@ def _train(
     saved = run_dir.open(trainer.resolved, ("preset", "game", "seed", "train"), trainer.device)
     if saved is not None:
         trainer.restore(saved)
-    c, ranks, last_eval = trainer.config, trainer.ranks, {}
+    ranks = trainer.ranks
     if note and progress and ranks.main:  # said once the input is known good: errors stay one line
         print(f"wmsim train: {note}", file=sys.stderr)
+
+    def take_step(interrupted: Callable[[], bool]) -> tuple[dict[str, float], bool]:
+        return agree(trainer.train_step(), interrupted(), ranks, trainer.device)
+
+    return run_steps(run_dir, trainer, args.steps, take_step, "loss", progress=progress)
+
+
+def run_steps(
+    run_dir: RunDirectory,
+    trainer: Any,
+    steps: int,
+    take_step: Callable[[Callable[[], bool]], tuple[dict[str, float], bool]],
+    shown: str,
+    *,
+    progress: bool = True,
+) -> dict[str, float]:
+    """A run's loop to ``steps``: log, evaluate and checkpoint on ``trainer.config``'s schedule.
+
+    ``take_step(interrupted)`` takes one step and returns its metrics and whether to stop
+    (every rank of a run learns of a stop at the same step); ``shown`` names the metric the
+    progress bar shows. ``trainer`` has ``step``, ``config``, ``evaluate()`` and ``state()``
+    (and ``ranks``: only the main one evaluates). Returns the last evaluation.
+    """
+    c, last_eval = trainer.config, {}
+    main = getattr(trainer, "ranks", Ranks()).main
     with (
         run_dir.running(
-            trainer.step, args.steps, lambda: run_dir.save(trainer.state()), progress=progress
+            trainer.step, steps, lambda: run_dir.save(trainer.state()), progress=progress
         ) as (log, bar),
         deferred_interrupts() as interrupted,
     ):
-        while trainer.step < args.steps:
-            metrics, stop = agree(trainer.train_step(), interrupted(), ranks, trainer.device)
+        while trainer.step < steps:
+            metrics, stop = take_step(interrupted)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.1f}", refresh=False)
-            done = trainer.step == args.steps
+            bar.set_postfix({shown: f"{metrics[shown]:.1f}"}, refresh=False)
+            done = trainer.step == steps
             if trainer.step % c.log_every == 0 or done:
                 log.log(trainer.step, "train", metrics)
-            if ranks.main and (trainer.step % c.eval_every == 0 or done):
+            if main and (trainer.step % c.eval_every == 0 or done):
                 last_eval = trainer.evaluate()
                 log.log(trainer.step, "eval", last_eval)
             if trainer.step % c.checkpoint_every == 0 or done:
                 run_dir.save(trainer.state())
-            if stop:  # every rank learns of it at the same step, so all stop here
+            if stop:
                 raise KeyboardInterrupt
     return last_eval

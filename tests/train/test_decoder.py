@@ -1,0 +1,139 @@
+"""wmsim bundle decoder: a bundle's model back in torch, and a new decoder trained for it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from wmsim.bundle import open_bundle, sha256
+from wmsim.cli import main
+from wmsim.configs import to_dict
+from wmsim.errors import UserError
+from wmsim.export.check import compare_with_torch
+from wmsim.export.writer import ExportArgs, export_run
+from wmsim.train.checkpoint import load_run
+from wmsim.train.config import preset
+from wmsim.train.decoder import DecoderArgs, model_from_bundle, train_decoder
+from wmsim.train.loop import TrainArgs, train
+
+
+@pytest.fixture(scope="module")
+def s5_bundle(breakout_replay, tmp_path_factory):
+    """A tiny-s5 model after two steps, exported with float16 weights as the default is."""
+    tmp = tmp_path_factory.mktemp("s5")
+    train(TrainArgs(data=breakout_replay, out=tmp / "run", steps=2, preset="tiny-s5", batch=2,
+                    length=8, precision="fp32"), progress=False)  # fmt: skip
+    export_run(ExportArgs(run=tmp / "run", out=tmp / "m.wmsim", contexts=3, weights="float16"))
+    return tmp / "m.wmsim"
+
+
+def args(bundle, replay, tmp_path, **kw) -> DecoderArgs:
+    given = {"depth": 4, "steps": 4, "eval_every": 1000, "precision": "fp32"} | kw
+    return DecoderArgs(bundle=bundle, data=replay, run=tmp_path / "dec", **given)
+
+
+def test_a_bundle_is_its_torch_model_again(s5_bundle):
+    bundle = open_bundle(s5_bundle)
+    model = model_from_bundle(bundle)
+    trained, _ = load_run(s5_bundle.parent / "run", torch.device("cpu"))
+    for name, value in model.state_dict().items():
+        if not name.endswith("num_batches_tracked"):  # float16 storage rounded the large ones
+            assert torch.equal(value, trained.state_dict()[name].half().float()) or torch.equal(
+                value, trained.state_dict()[name]
+            ), name
+    assert compare_with_torch(bundle, model, steps=3, batch=3, seed=1) == []
+
+
+def test_a_new_decoder_learns_and_its_bundle_dreams_the_same_latents(
+    s5_bundle, breakout_replay, tmp_path
+):
+    out = tmp_path / "narrow.wmsim"
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path, steps=40, log_every=1, out=out,
+                       fidelity_steps=0), progress=False)  # fmt: skip
+    losses = [json.loads(line)["recon"] for line in (tmp_path / "dec" / "metrics.jsonl").open()
+              if '"train"' in line]  # fmt: skip
+    assert len(losses) == 40 and np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    old, new = open_bundle(s5_bundle), open_bundle(out)
+    for graph in ("observe", "step"):  # the same weights, exported again: the same bytes
+        assert new.read_graph(graph) == old.read_graph(graph)
+    assert new.read_graph("decode") != old.read_graph("decode")
+    model = model_from_bundle(new)
+    assert model.config.decoder_depth == 4 and new.spec["training"]["decoder"]["steps"] == 40
+    assert compare_with_torch(new, model, steps=3, batch=3, seed=1) == []
+    contexts = {k: v[:2] for k, v in old.start_contexts().items()}
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            contexts.values(), (v[:2] for v in new.start_contexts().values()), strict=True
+        )
+    )
+
+
+def test_a_resumed_decoder_run_ends_where_an_unbroken_one_does(
+    s5_bundle, breakout_replay, tmp_path
+):
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path / "a"), progress=False)
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path / "b", steps=2), progress=False)
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path / "b", resume=True), progress=False)
+    a, b = (torch.load(tmp_path / x / "dec" / "checkpoint.pt", weights_only=True)
+            for x in "ab")  # fmt: skip
+    assert a["step"] == b["step"] == 4
+    for name, value in a["decoder"].items():
+        assert torch.equal(value, b["decoder"][name]), name
+
+
+def edited_copy(bundle, tmp_path, edit) -> object:
+    """A copy of ``bundle`` after ``edit(directory)``, its hashes made right again."""
+    copy = tmp_path / "copy.wmsim"
+    shutil.copytree(bundle, copy)
+    edit(copy)
+    spec = json.loads((copy / "spec.json").read_text())
+    spec["files"] = {name: sha256(copy / name) for name in spec["files"]}
+    (copy / "spec.json").write_text(json.dumps(spec))
+    return open_bundle(copy)
+
+
+def test_models_whose_decoder_reads_more_than_the_latent_are_refused(s5_bundle, tmp_path):
+    def rssm(copy):  # an RSSM's decoder reads its deterministic state too
+        config = json.loads((copy / "config.json").read_text())
+        config["train"] = to_dict(preset("tiny-dreamerv2"))
+        (copy / "config.json").write_text(json.dumps(config))
+
+    with pytest.raises(UserError, match="STORM, DRAMA and S5"):
+        model_from_bundle(edited_copy(s5_bundle, tmp_path, rssm))
+
+
+@pytest.mark.parametrize("weights", ["float16", "float32"])
+def test_a_bundle_without_its_weights_says_how_to_export_one_that_loads(
+    s5_bundle, tmp_path, weights
+):
+    # a --weights float32 export folds BatchNorm into the convolutions; a copy missing one
+    # BatchNorm's weights stands in for it (such an export takes a minute)
+    def drop(copy):
+        graph = onnx.load(copy / "observe.onnx")
+        kept = [t for t in graph.graph.initializer if not t.name.startswith("model.encoder.net.1.")]
+        del graph.graph.initializer[:]
+        graph.graph.initializer.extend(kept)
+        onnx.save(graph, copy / "observe.onnx")
+        spec = json.loads((copy / "spec.json").read_text())
+        (copy / "spec.json").write_text(json.dumps(spec | {"weights": weights}))
+
+    fix = "--weights float16" if weights == "float32" else "export the run again"
+    with pytest.raises(UserError, match=f"lack 4 of its model's weights .*{fix}"):
+        model_from_bundle(edited_copy(s5_bundle, tmp_path, drop))
+
+
+def test_the_cli_says_what_is_wrong_in_one_line(s5_bundle, breakout_replay, tmp_path, capsys):
+    common = ["--data", str(breakout_replay), "--run", str(tmp_path / "dec"), "--depth", "4"]
+    assert main(["bundle", "decoder", "--bundle", str(tmp_path / "none.wmsim"), *common]) == 2
+    assert main(["bundle", "decoder", "--bundle", str(s5_bundle), *common, "--out",
+                 str(tmp_path / "x.onnx")]) == 2  # fmt: skip
+    assert main(["bundle", "decoder", "--bundle", str(s5_bundle), *common[:-1], "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("wmsim: error: ") for line in lines)
+    assert "NAME.wmsim" in lines[1] and "--depth" in lines[2]

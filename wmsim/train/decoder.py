@@ -1,0 +1,361 @@
+"""A new decoder for a bundle's world model: ``wmsim bundle decoder``.
+
+Decoding is most of a pixel dream's cost on a CPU, and its work grows with the
+decoder's width, ``decoder_depth`` (``docs/speed.md``). This trains a decoder of
+another width for a bundle's model with every other weight frozen:
+
+- the torch model is rebuilt from the bundle's own graphs (:func:`model_from_bundle`:
+  the exported weights keep their torch names);
+- its encoder turns real frames into latents as in training, one sampled per frame,
+  and only the new decoder learns, on the loss the bundle's config names (moving
+  pixels weighted);
+- the new bundle (:func:`export_decoder`) holds the same observe and step graphs'
+  weights, so a seed dreams the same latents, rewards and ends; only the frames differ.
+
+The run directory is ``wmsim train``'s: ``config.json``, ``checkpoint.pt`` (atomic,
+``--resume`` continues exactly), ``metrics.jsonl``, with ``wmsim train``'s held-out
+evaluation (recon and 1, 4, 16 dreamed steps) every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from wmsim.bundle import CONFIG, GRAPHS, Bundle, open_bundle
+from wmsim.configs import from_dict, to_dict
+from wmsim.devices import autocast_dtype
+from wmsim.errors import UserError
+from wmsim.model import make_world_model
+from wmsim.model.distributions import sample_one_hot
+from wmsim.model.pixels import reconstruction_loss
+from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
+from wmsim.replay import SAMPLERS, Replay
+from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
+from wmsim.run_dir import RunDirectory
+from wmsim.train.config import TrainConfig
+from wmsim.train.evaluate import episode_windows, evaluate, split_starts
+from wmsim.train.loop import run_steps
+from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.step import to_torch
+
+KIND = "decoder"
+"""The checkpoint kind of these runs (``checkpoint.KINDS``)."""
+UNSAVED = ("num_batches_tracked",)
+"""Buffers a graph does not hold (BatchNorm's step count: unused in eval mode)."""
+
+
+@dataclass(frozen=True)
+class DecoderArgs:
+    """Train a decoder of another width for a bundle's model, everything else frozen."""
+
+    bundle: Path
+    """The bundle whose model gets the new decoder (a STORM, DRAMA or S5 model)."""
+    data: Path
+    """Replay directory of real frames (`wmsim collect`), resized as the bundle's were."""
+    run: Path
+    """Run directory: config, checkpoint, metrics."""
+    depth: int
+    """The new decoder's width (its `decoder_depth`: channels of its last hidden layer)."""
+    out: Path | None = None
+    """Write the model with the new decoder as this NAME.wmsim bundle when training ends."""
+    steps: int = 20_000
+    """Gradient steps the run should reach; with --resume, more than were done."""
+    resume: bool = False
+    """Continue the run in --run from its checkpoint."""
+    seed: int = 0
+    """Seeds the decoder, the window sampling and the latent samples."""
+    eval_every: int | None = None
+    """Steps between held-out evaluations (default: the bundle's training config's)."""
+    checkpoint_every: int | None = None
+    """Steps between checkpoints (default: the bundle's training config's)."""
+    log_every: int | None = None
+    """Steps between logged training metrics (default: the bundle's training config's)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Arithmetic of the training step: bf16 autocast, fp32, or auto (bf16 where native)."""
+    fidelity_steps: int = 10_000
+    """Real steps the written bundle is measured on (its spec's fidelity table); 0: none."""
+
+
+def bundle_config(bundle: Bundle) -> dict[str, Any]:
+    """The bundle's ``config.json``: the run's resolved config, as ``wmsim train`` saved it."""
+    try:
+        config = json.loads((bundle.path / CONFIG).read_text())
+        from_dict(config["train"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{bundle.path}/{CONFIG} is not a training config ({error})") from error
+    return config
+
+
+def graph_weights(bundle: Bundle) -> dict[str, torch.Tensor]:
+    """The model's weights held in the bundle's graphs, by their torch names.
+
+    The graphs are exported with their weights unfolded and named after the module's
+    parameters (``model.encoder.net.0.weight``; ``.float16`` where stored as such).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    weights: dict[str, torch.Tensor] = {}
+    for graph in GRAPHS:
+        for tensor in onnx.load_from_string(bundle.read_graph(graph)).graph.initializer:
+            name = tensor.name.removesuffix(".float16")
+            if name.startswith("model."):
+                array = numpy_helper.to_array(tensor)
+                array = array.astype(np.float32) if array.dtype == np.float16 else array
+                weights[name.removeprefix("model.")] = torch.from_numpy(array.copy())
+    return weights
+
+
+def model_from_bundle(bundle: Bundle, decoder_depth: int | None = None) -> LatentWorldModel:
+    """The bundle's world model in torch, in eval mode, with a new decoder if ``decoder_depth``.
+
+    With ``decoder_depth`` the decoder is freshly initialized at that width and the
+    rest is the bundle's; without it, the bundle's own decoder is loaded too.
+
+    Raises:
+        UserError: the bundle's model is not a latent world model, or its graphs lack weights.
+    """
+    config: TrainConfig = from_dict(bundle_config(bundle)["train"])
+    if not isinstance(config.model, LatentWorldModelConfig):
+        raise UserError(
+            f"{bundle.path} holds a {type(config.model).__name__.removesuffix('Config')} model; "
+            "a new decoder is trained for STORM, DRAMA and S5 models (their decoder takes the "
+            "latent alone)"
+        )
+    model_config = config.model
+    if decoder_depth is not None:
+        model_config = dataclasses.replace(model_config, decoder_depth=decoder_depth)
+    model = make_world_model(model_config, len(bundle.actions))
+    form = model.export_form() if decoder_depth is None else model
+    weights = graph_weights(bundle)
+    wanted = {
+        k: v for k, v in form.state_dict().items()
+        if not k.endswith(UNSAVED) and (decoder_depth is None or not k.startswith("decoder."))
+    }  # fmt: skip
+    missing = [k for k in wanted if k not in weights or weights[k].shape != wanted[k].shape]
+    if missing:
+        folded = bundle.spec.get("weights") == "float32"  # exported optimized: BatchNorm folded
+        raise UserError(
+            f"{bundle.path}'s graphs lack {len(missing)} of its model's weights (first: "
+            f"{missing[0]}); "
+            + ("a --weights float32 export folds them together; export the run with --weights "
+               "float16" if folded else "export the run again with this wmsim (`wmsim export`)")
+        )  # fmt: skip
+    form.load_state_dict({k: weights[k] for k in wanted}, strict=False)
+    if decoder_depth is None:  # the export form's one-hot rows are the decoder's first weights
+        model.load_state_dict(_plain_decoder(form.state_dict()), strict=False)
+    return model.eval()
+
+
+def _plain_decoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An export form's state dict as the model's: its one-hot first layer's rows transposed."""
+    rows = state.pop("decoder.net.0.rows")
+    state.pop("decoder.net.0.offsets", None)
+    return state | {"decoder.net.0.weight": rows.t().contiguous()}
+
+
+def decoder_loss(
+    model: LatentWorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator
+) -> torch.Tensor:
+    """The reconstruction loss of ``model``'s decoder on windows (B, T, ...), the encoder frozen.
+
+    The latents are drawn from the frozen encoder's posterior as in training
+    (:meth:`LatentWorldModel.loss`), and the error weighted as its config says.
+    """
+    c, obs = model.config, batch["obs"]
+    with torch.no_grad():
+        post = model.encode(obs)  # (B, T, S, K)
+        noise = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
+        z = sample_one_hot(post, noise).flatten(-2).flatten(0, 1)  # (B * T, S * K)
+    recon = model.decoder(z)
+    return reconstruction_loss(
+        recon, obs, batch["is_first"], motion_weight=c.motion_weight, threshold=c.motion_threshold
+    )
+
+
+class DecoderTrainer:
+    """A decoder run's state: the model (all frozen but the decoder), optimizer, randomness."""
+
+    def __init__(self, args: DecoderArgs):
+        if args.depth < 1 or args.steps < 1:
+            raise UserError(f"--depth and --steps must be positive, got {args.depth}, {args.steps}")
+        self.bundle = open_bundle(args.bundle)
+        self.replay = Replay(args.data)
+        if self.replay.env.get("game") != self.bundle.game:
+            raise UserError(
+                f"{args.data} holds {self.replay.env.get('game')}, but {args.bundle} models "
+                f"{self.bundle.game}; collect frames of {self.bundle.game} (`wmsim collect`)"
+            )
+        if self.replay.env.get("resize") != self.bundle.spec["env"].get("resize"):
+            raise UserError(
+                f"{args.data}'s frames are resized by {self.replay.env.get('resize')!r} and the "
+                f"bundle's by {self.bundle.spec['env'].get('resize')!r}; collect with "
+                f"--resize {self.bundle.spec['env'].get('resize')}"
+            )
+        saved = bundle_config(self.bundle)
+        schedule = {
+            name: getattr(args, name)
+            for name in ("eval_every", "checkpoint_every", "log_every")
+            if getattr(args, name) is not None
+        }
+        train: TrainConfig = dataclasses.replace(from_dict(saved["train"]), **schedule)
+        train = dataclasses.replace(
+            train, model=dataclasses.replace(train.model, decoder_depth=args.depth)
+        )
+        self.config, self.seed = train, args.seed
+        self.resolved = {
+            "preset": saved.get("preset"),
+            "game": self.bundle.game,
+            "data": str(args.data),
+            "seed": args.seed,
+            "bundle": str(args.bundle),
+            "bundle_files": dict(self.bundle.spec["files"]),
+            "train": to_dict(train),
+        }
+        torch.manual_seed(args.seed)
+        self.model = model_from_bundle(self.bundle, args.depth)
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name.startswith("decoder."))
+        self.model.decoder.train()
+        c = train
+        self.optimizer = OPTIMIZERS[c.optimizer](
+            [{"params": list(self.model.decoder.parameters())}],
+            lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
+        )  # fmt: skip
+        self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
+        if len(self.train_starts) < c.batch:
+            raise UserError(
+                f"{args.data} holds {self.replay.num_steps} steps: too few for batches of "
+                f"{c.batch} windows of {c.length} steps; collect more data"
+            )
+        span = c.context + c.horizon
+        held_out = split_starts(self.replay, span, c.holdout)[1]
+        eval_starts = episode_windows(self.replay, held_out, span, c.eval_windows)
+        self.eval_windows = to_torch(self.replay.gather(eval_starts, span), torch.device("cpu"))
+        events = event_rows(self.replay, life_loss=c.model.life_loss_ends)
+        self.event_starts = windows_with_events(self.train_starts, events, c.length)
+        self.rng = np.random.default_rng(args.seed)
+        self.noise = torch.Generator().manual_seed(args.seed)
+        self.sampler = SAMPLERS[c.sampler]()
+        self.autocast = autocast_dtype(args.precision, torch.device("cpu"))
+        self.step = 0
+
+    def train_step(self) -> dict[str, float]:
+        """One gradient step of the decoder on a sampled batch; returns its metrics."""
+        c = self.config
+        starts = balanced_starts(
+            self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
+        )
+        batch = to_torch(self.replay.gather(starts, c.length), torch.device("cpu"))
+        with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
+            loss = decoder_loss(self.model, batch, self.noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {"recon": float(loss.detach()), "grad_norm": float(norm)}
+
+    def evaluate(self) -> dict[str, float]:
+        """``wmsim train``'s open-loop metrics on the held-out windows (decoder in eval mode)."""
+        if len(self.eval_windows["obs"]) == 0:
+            return {}
+        metrics = evaluate(
+            self.model, self.eval_windows, self.config.context,
+            life_loss_ends=self.config.model.life_loss_ends,
+        )  # fmt: skip
+        self.model.decoder.train()  # evaluate() restores the model's mode, which is eval
+        return metrics
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds: the decoder, its optimizer and every random stream."""
+        return {
+            "step": self.step,
+            "config": self.resolved,
+            "action_meanings": self.bundle.actions,
+            "decoder": self.model.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_numpy": self.rng.bit_generator.state,
+            "rng_noise": self.noise.get_state(),
+            "rng_torch": torch.get_rng_state(),
+            "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state."""
+        self.model.decoder.load_state_dict(saved["decoder"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step = saved["step"]
+        self.rng.bit_generator.state = saved["rng_numpy"]
+        self.noise.set_state(saved["rng_noise"])
+        torch.set_rng_state(saved["rng_torch"])
+        self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
+
+
+def train_decoder(args: DecoderArgs, *, progress: bool = True) -> dict[str, float]:
+    """Train the run in ``args.run`` to ``args.steps``, then write ``args.out`` if given.
+
+    Returns the last held-out evaluation.
+
+    Raises:
+        UserError: bad bundle, data or run directory (see the messages).
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, after a checkpoint at the step reached.
+    """
+    if args.out is not None and args.out.suffix != ".wmsim":
+        raise UserError(f"--out must name a NAME.wmsim directory, got {args.out.name!r}")
+    if args.fidelity_steps < 0:
+        raise UserError(f"--fidelity-steps must be 0 or more, got {args.fidelity_steps}")
+    run_dir = RunDirectory(args.run, KIND, resume=args.resume)
+    trainer = DecoderTrainer(args)
+    keys = ("game", "seed", "bundle_files", "train")
+    saved = run_dir.open(trainer.resolved, keys, torch.device("cpu"))
+    if saved is not None:
+        trainer.restore(saved)
+    last_eval = run_steps(
+        run_dir, trainer, args.steps, lambda interrupted: (trainer.train_step(), interrupted()),
+        "recon", progress=progress,
+    )  # fmt: skip
+    if args.out is not None:
+        export_decoder(trainer, args.out, fidelity_steps=args.fidelity_steps, evaluation=last_eval)
+        if progress:
+            print(f"wmsim bundle decoder: wrote {args.out}", file=sys.stderr)
+    return last_eval
+
+
+def export_decoder(
+    trainer: DecoderTrainer, out: Path, *, fidelity_steps: int, evaluation: dict[str, float]
+) -> Bundle:
+    """The bundle's model with the trained decoder, written (and checked) as a bundle at ``out``.
+
+    Everything but the decode graph comes from the bundle: its start contexts, env,
+    weights' storage and training summary, with a ``decoder`` entry added to it.
+    """
+    from wmsim.bundle_eval import json_ready
+    from wmsim.export.writer import write_bundle
+
+    bundle, model = trainer.bundle, trainer.model.eval()
+    config = bundle_config(bundle) | {"train": trainer.resolved["train"]}
+    training = dict(bundle.spec.get("training", {})) | {
+        "decoder": {
+            "depth": trainer.config.model.decoder_depth,
+            "steps": trainer.step,
+            "seed": trainer.seed,
+            "data": trainer.resolved["data"],
+            "from": trainer.resolved["bundle"],
+            "held_out": json_ready(evaluation),
+        }
+    }
+    return write_bundle(
+        out, model, bundle.start_contexts(),
+        game=bundle.game, actions=bundle.actions, env=bundle.spec["env"], config=config,
+        training=training, weights=bundle.spec.get("weights", "float32"), check=True,
+        fidelity_steps=fidelity_steps,
+    )  # fmt: skip
