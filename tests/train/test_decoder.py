@@ -12,6 +12,8 @@ import torch
 
 from wmsim.bundle import open_bundle, sha256
 from wmsim.cli import main
+from wmsim.collect.atari import AtariConfig
+from wmsim.collect.rollout import CollectConfig, collect
 from wmsim.configs import to_dict
 from wmsim.errors import UserError
 from wmsim.export.check import compare_with_torch
@@ -134,6 +136,11 @@ def test_the_cli_says_what_is_wrong_in_one_line(s5_bundle, breakout_replay, tmp_
     assert main(["bundle", "decoder", "--bundle", str(s5_bundle), *common, "--out",
                  str(tmp_path / "x.onnx")]) == 2  # fmt: skip
     assert main(["bundle", "decoder", "--bundle", str(s5_bundle), *common[:-1], "0"]) == 2
+    small = tmp_path / "small"  # frames of another size than the model's
+    collect(CollectConfig(out=small, steps=64, env=AtariConfig(size=32), seed=1), progress=False)
+    assert main(["bundle", "decoder", "--bundle", str(s5_bundle), *common[2:], "--data",
+                 str(small)]) == 2  # fmt: skip
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("wmsim: error: ") for line in lines)
-    assert "NAME.wmsim" in lines[1] and "--depth" in lines[2]
+    assert len(lines) == 4 and all(line.startswith("wmsim: error: ") for line in lines)
+    assert "NAME.wmsim" in lines[1] and "--depth" in lines[2] and "size 32" in lines[3]
+    assert not (tmp_path / "dec").exists()  # nothing written for a command that failed

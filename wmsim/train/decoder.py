@@ -67,7 +67,8 @@ class DecoderArgs:
     out: Path | None = None
     """Write the model with the new decoder as this NAME.wmsim bundle when training ends."""
     steps: int = 20_000
-    """Gradient steps the run should reach; with --resume, more than were done."""
+    """Gradient steps the run should reach; with --resume, at least those done (as many: write
+    --out from the checkpoint, as an interrupted run stands)."""
     resume: bool = False
     """Continue the run in --run from its checkpoint."""
     seed: int = 0
@@ -189,17 +190,14 @@ class DecoderTrainer:
             raise UserError(f"--depth and --steps must be positive, got {args.depth}, {args.steps}")
         self.bundle = open_bundle(args.bundle)
         self.replay = Replay(args.data)
-        if self.replay.env.get("game") != self.bundle.game:
-            raise UserError(
-                f"{args.data} holds {self.replay.env.get('game')}, but {args.bundle} models "
-                f"{self.bundle.game}; collect frames of {self.bundle.game} (`wmsim collect`)"
-            )
-        if self.replay.env.get("resize") != self.bundle.spec["env"].get("resize"):
-            raise UserError(
-                f"{args.data}'s frames are resized by {self.replay.env.get('resize')!r} and the "
-                f"bundle's by {self.bundle.spec['env'].get('resize')!r}; collect with "
-                f"--resize {self.bundle.spec['env'].get('resize')}"
-            )
+        for key in ("game", "resize", "size"):  # frames as the bundle's model saw them
+            data, model = self.replay.env.get(key), self.bundle.spec["env"].get(key)
+            if data != model:
+                raise UserError(
+                    f"{args.data} holds frames of {key} {data!r}, but {args.bundle} models "
+                    f"{key} {model!r}; collect them with `wmsim collect` as the bundle's were "
+                    "(its spec.json's env)"
+                )
         saved = bundle_config(self.bundle)
         schedule = {
             name: getattr(args, name)
