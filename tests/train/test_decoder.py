@@ -89,6 +89,17 @@ def test_a_resumed_decoder_run_ends_where_an_unbroken_one_does(
         assert torch.equal(value, b["decoder"][name]), name
 
 
+def test_the_learning_rate_falls_over_the_last_steps_asked(s5_bundle, breakout_replay, tmp_path):
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path, log_every=1), progress=False)
+    # a run that went on at a constant rate is ended by a resume that asks for a decay
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path, log_every=1, steps=8, lr_decay=4,
+                       resume=True), progress=False)  # fmt: skip
+    logged = [json.loads(line) for line in (tmp_path / "dec" / "metrics.jsonl").open()]
+    lrs = [r["lr"] for r in logged if r["kind"] == "train"]
+    lr = lrs[0]
+    assert lrs == [lr] * 5 + [0.75 * lr, 0.5 * lr, 0.25 * lr]
+
+
 def edited_copy(bundle, tmp_path, edit) -> object:
     """A copy of ``bundle`` after ``edit(directory)``, its hashes made right again."""
     copy = tmp_path / "copy.wmsim"

@@ -79,6 +79,9 @@ class DecoderArgs:
     """Steps between checkpoints (default: the bundle's training config's)."""
     log_every: int | None = None
     """Steps between logged training metrics (default: the bundle's training config's)."""
+    lr_decay: int = 0
+    """Lower the learning rate linearly to 0 over the run's last this many steps (0: the bundle's
+    constant rate). A resumed run may change it, to end a run that went on at a constant rate."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Arithmetic of the training step: bf16 autocast, fp32, or auto (bf16 where native)."""
     fidelity_steps: int = 10_000
@@ -186,8 +189,11 @@ class DecoderTrainer:
     """A decoder run's state: the model (all frozen but the decoder), optimizer, randomness."""
 
     def __init__(self, args: DecoderArgs):
-        if args.depth < 1 or args.steps < 1:
-            raise UserError(f"--depth and --steps must be positive, got {args.depth}, {args.steps}")
+        if args.depth < 1 or args.steps < 1 or args.lr_decay < 0:
+            raise UserError(
+                f"--depth and --steps must be positive and --lr-decay 0 or more, got "
+                f"{args.depth}, {args.steps} and {args.lr_decay}"
+            )
         self.bundle = open_bundle(args.bundle)
         self.replay = Replay(args.data)
         for key in ("game", "resize", "size"):  # frames as the bundle's model saw them
@@ -209,6 +215,7 @@ class DecoderTrainer:
             train, model=dataclasses.replace(train.model, decoder_depth=args.depth)
         )
         self.config, self.seed = train, args.seed
+        self.steps, self.lr_decay = args.steps, args.lr_decay
         self.resolved = {
             "preset": saved.get("preset"),
             "game": self.bundle.game,
@@ -253,6 +260,9 @@ class DecoderTrainer:
             self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
         )
         batch = to_torch(self.replay.gather(starts, c.length), torch.device("cpu"))
+        lr = c.lr * min(1.0, (self.steps - self.step) / self.lr_decay) if self.lr_decay else c.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
             loss = decoder_loss(self.model, batch, self.noise)
         self.optimizer.zero_grad(set_to_none=True)
@@ -260,7 +270,7 @@ class DecoderTrainer:
         norm = torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), c.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {"recon": float(loss.detach()), "grad_norm": float(norm)}
+        return {"recon": float(loss.detach()), "grad_norm": float(norm), "lr": lr}
 
     def evaluate(self) -> dict[str, float]:
         """``wmsim train``'s open-loop metrics on the held-out windows (decoder in eval mode)."""
@@ -346,6 +356,7 @@ def export_decoder(
             "depth": trainer.config.model.decoder_depth,
             "steps": trainer.step,
             "seed": trainer.seed,
+            "lr_decay": trainer.lr_decay,
             "data": trainer.resolved["data"],
             "from": trainer.resolved["bundle"],
             "held_out": json_ready(evaluation),
