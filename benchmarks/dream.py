@@ -274,6 +274,11 @@ def main() -> None:
     parser.add_argument(
         "--bundle", type=Path, help="time this bundle in onnxruntime (torch: its architecture)"
     )
+    parser.add_argument(
+        "--against", type=Path, nargs="+", default=[],
+        help="bundles whose pixel env is timed beside --bundle's (a narrower decoder, say), "
+        "interleaved, at the pixel batches",
+    )  # fmt: skip
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--pixel-batches", type=int, nargs="+", help="default: --batches")
     parser.add_argument("--latent-batches", type=int, nargs="+", help="default: --batches")
@@ -347,6 +352,26 @@ def main() -> None:
                 rows.append((kind, b, best, env))
         if args.device:
             show_targets(rows, device)
+        if args.against:
+            show_against(bundle, [open_bundle(p) for p in args.against], batches[True], ale, args)
+
+
+def show_against(bundle, others, batches, ale, args) -> None:
+    """The pixel env of ``bundle`` and of each of ``others``, timed in turns, with the ratios."""
+    print(f"pixel env (DreamVectorEnv) side by side, in turns, best of {args.repeats} turns; "
+          f"ratios against {bundle.path.name} and the real emulator")  # fmt: skip
+    device = args.device or "cpu"
+    for b in batches:
+        best = {id(x): 0.0 for x in (bundle, *others)}
+        for _ in range(args.repeats):
+            for x in (bundle, *others):
+                rate_ = env_rate(x, b, True, args.steps, 1, device, args.threads) or 0.0
+                best[id(x)] = max(best[id(x)], rate_)
+        base, played = best[id(bundle)], ale.get(b)
+        for x in (bundle, *others):
+            r = best[id(x)]
+            print(f"{x.path.name[:30]:30s}{b:6d}{number(r)}{number(base and r / base, suffix='x')}"
+                  f"{number(played and r / played, suffix='x')} ALE")  # fmt: skip
 
 
 if __name__ == "__main__":

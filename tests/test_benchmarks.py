@@ -61,7 +61,8 @@ def test_pop_benchmark_counts_calls_per_frame_for_both_methods():
 
 def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     command = [sys.executable, "benchmarks/dream.py", "--bundle", "wmsim/bundles/Breakout.wmsim",
-               "--batches", "1", "2", "--steps", "2", "--repeats", "1"]  # fmt: skip
+               "--batches", "1", "2", "--steps", "2", "--repeats", "1",
+               "--against", "wmsim/bundles/Breakout.wmsim"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()
@@ -75,6 +76,11 @@ def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     assert all(float(value.rstrip("x")) > 0 for row in pixels for value in row[2:])
     assert all(row[4] == "-" for row in latents)  # a latent step decodes nothing
     assert all(float(value.rstrip("x")) > 0 for row in latents for value in row[2:4] + row[5:])
+    # --against: each batch's pixel env of both bundles in turns, the first the reference
+    turns = [line.split() for line in result.stdout.splitlines() if line.startswith("Breakout")]
+    assert [row[1] for row in turns] == ["1", "1", "2", "2"]
+    assert [row[3] for row in turns[::2]] == ["1.0x", "1.0x"]
+    assert all(float(row[2]) > 0 and row[-1] == "ALE" for row in turns)
 
 
 def test_serve_benchmark_prints_every_setup_and_both_targets():
