@@ -17,6 +17,10 @@ exported to a bundle, then dreamed from primed states at each batch size:
 beside ale-py's ``AtariVectorEnv`` on the same machine (64x64 RGB frames,
 frame skip 4, as wmsim collects), its throughput at the same batch sizes.
 
+``--against B ...`` times the pixel env of other bundles (the same model with a narrower
+decoder, say: ``wmsim bundle decoder``) beside ``--bundle``'s, in turns at each pixel batch,
+and prints each one's ratio to it and to the emulator.
+
 ``--device cuda`` dreams on the GPU (onnxruntime-gpu; torch eager too where this torch
 has CUDA, else its columns show ``-``); the emulator always plays on the CPU. Naming
 ``--device`` adds what a GPU run must show: the execution provider each graph's nodes
@@ -27,6 +31,7 @@ best rates measured. ``scripts/gpu-bench.sh`` runs it so on a GPU machine.
     python benchmarks/dream.py [--preset tiny-s5 | --bundle PATH] [--batches 1 16 64 256]
                                [--device cuda] [--pixel-batches 256 1024]
                                [--latent-batches 256 1024 4096] [--ale-batches 256 1024]
+                               [--against OTHER.wmsim ...]
 """
 
 from __future__ import annotations
@@ -365,7 +370,9 @@ def show_against(bundle, others, batches, ale, args) -> None:
         best = {id(x): 0.0 for x in (bundle, *others)}
         for _ in range(args.repeats):
             for x in (bundle, *others):
-                rate_ = env_rate(x, b, True, args.steps, 1, device, args.threads) or 0.0
+                rate_ = env_rate(x, b, True, args.steps, 1, device, args.threads)
+                if rate_ is None:  # no wmsim_client: nothing to compare
+                    return
                 best[id(x)] = max(best[id(x)], rate_)
         base, played = best[id(bundle)], ale.get(b)
         for x in (bundle, *others):

@@ -22,22 +22,22 @@ from wmsim.errors import UserError, missing_extra
 USAGE = """usage: wmsim COMMAND [OPTIONS]
 
 commands:
-  collect       play the real game and store the steps in a replay directory
-  data info     summarise a replay directory: steps, episodes, returns, actions
-  train         train a world model on a replay directory
-  dream         write the real game and a model's dream of it side by side (GIF, MP4)
-  export        write a trained run as a model bundle (ONNX graphs, spec, start contexts)
-  serve         serve a model bundle's dreams over gRPC to any number of clients
-  play          play a model's dream in the browser, alone or beside the real game
-  agent train   train the reference agent: the full loop on a real game, or in any gymnasium env
-  eval          play an agent (or the random policy) on the real game: scores, HNS, video, JSON
-  results       aggregate evaluation records: mean, median and IQM HNS beside the papers'
-  bundle check  validate a model bundle: files, hashes, graph signatures, format version
-  bundle eval   measure a bundle's fidelity on fresh real play: the ball, rewards, ends
+  collect         play the real game and store the steps in a replay directory
+  data info       summarise a replay directory: steps, episodes, returns, actions
+  train           train a world model on a replay directory
+  dream           write the real game and a model's dream of it side by side (GIF, MP4)
+  export          write a trained run as a model bundle (ONNX graphs, spec, start contexts)
+  serve           serve a model bundle's dreams over gRPC to any number of clients
+  play            play a model's dream in the browser, alone or beside the real game
+  agent train     train the reference agent: the full loop on a real game, or in any gymnasium env
+  eval            play an agent (or the random policy) on the real game: scores, HNS, video, JSON
+  results         aggregate evaluation records: mean, median and IQM HNS beside the papers'
+  bundle check    validate a model bundle: files, hashes, graph signatures, format version
+  bundle eval     measure a bundle's fidelity on fresh real play: the ball, rewards, ends
   bundle decoder  train a narrower (cheaper) or wider decoder for a bundle's model
-  models list   list the model bundles dream envs can load by name
-  models add    copy a bundle into the user's model store
-  bench NAME    run a benchmark from benchmarks/
+  models list     list the model bundles dream envs can load by name
+  models add      copy a bundle into the user's model store
+  bench NAME      run a benchmark from benchmarks/
 
 Run `wmsim COMMAND --help` for a command's options.
 """
@@ -341,15 +341,15 @@ def _bundle_decoder(argv: list[str]) -> int:
 
     args = tyro.cli(DecoderArgs, prog="wmsim bundle decoder", args=argv)
     try:
-        metrics = train_decoder(args)
+        step, metrics = train_decoder(args)
     except KeyboardInterrupt:
         return _interrupted(args.run)
     shown = [
         f"{name}_{kind}" for name in ("recon", "h1", "h4") for kind in ("mse", "object_recall")
     ]
-    summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if k in metrics)
+    summary = ", ".join(f"{k} {metrics[k]:.5f}" for k in shown if metrics.get(k) is not None)
     print(
-        f"trained {args.run} to step {args.steps}"
+        f"trained {args.run} to step {step}"
         + (f"; held-out {summary}" if summary else "")
         + (f"; wrote {args.out}" if args.out else "")
     )

@@ -52,28 +52,35 @@ def test_a_bundle_is_its_torch_model_again(s5_bundle):
 
 
 def test_a_new_decoder_learns_and_its_bundle_dreams_the_same_latents(
-    s5_bundle, breakout_replay, tmp_path
+    s5_bundle, breakout_replay, tmp_path, capsys
 ):
-    out = tmp_path / "narrow.wmsim"
-    train_decoder(args(s5_bundle, breakout_replay, tmp_path, steps=40, log_every=1, out=out,
-                       fidelity_steps=0), progress=False)  # fmt: skip
-    losses = [json.loads(line)["recon"] for line in (tmp_path / "dec" / "metrics.jsonl").open()
+    train_decoder(args(s5_bundle, breakout_replay, tmp_path, steps=40, log_every=1),
+                  progress=False)  # fmt: skip
+    run, out = tmp_path / "dec", tmp_path / "narrow.wmsim"
+    losses = [json.loads(line)["recon"] for line in (run / "metrics.jsonl").open()
               if '"train"' in line]  # fmt: skip
     assert len(losses) == 40 and np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    # resumed at the steps done, the command writes the bundle from the checkpoint
+    command = ["bundle", "decoder", "--bundle", str(s5_bundle), "--data", str(breakout_replay),
+               "--run", str(run), "--depth", "4", "--resume", "--fidelity-steps", "0"]  # fmt: skip
+    assert main([*command, "--steps", "40", "--out", str(out)]) == 0
+    assert "to step 40; held-out recon_mse" in capsys.readouterr().out
     old, new = open_bundle(s5_bundle), open_bundle(out)
     for graph in ("observe", "step"):  # the same weights, exported again: the same bytes
         assert new.read_graph(graph) == old.read_graph(graph)
     assert new.read_graph("decode") != old.read_graph("decode")
     model = model_from_bundle(new)
-    assert model.config.decoder_depth == 4 and new.spec["training"]["decoder"]["steps"] == 40
+    decoder = new.spec["training"]["decoder"]
+    assert model.config.decoder_depth == 4 and decoder["steps"] == 40
+    assert decoder["held_out"]["recon_mse"] > 0 and "held_out" not in new.spec["training"]
     assert compare_with_torch(new, model, steps=3, batch=3, seed=1) == []
-    contexts = {k: v[:2] for k, v in old.start_contexts().items()}
-    assert all(
-        np.array_equal(a, b)
-        for a, b in zip(
-            contexts.values(), (v[:2] for v in new.start_contexts().values()), strict=True
-        )
-    )
+    contexts = old.start_contexts()
+    assert all(np.array_equal(v, new.start_contexts()[k]) for k, v in contexts.items())
+    # fewer steps than done, and a decoder run where a world model's run belongs: one line each
+    assert main([*command, "--steps", "39"]) == 2
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x.wmsim")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "at step 40" in lines[0] and "bundle decoder" in lines[1]
 
 
 def test_a_resumed_decoder_run_ends_where_an_unbroken_one_does(
@@ -111,14 +118,32 @@ def edited_copy(bundle, tmp_path, edit) -> object:
     return open_bundle(copy)
 
 
-def test_models_whose_decoder_reads_more_than_the_latent_are_refused(s5_bundle, tmp_path):
+def test_models_whose_decoder_reads_more_than_the_latent_are_refused(
+    s5_bundle, breakout_replay, tmp_path, capsys
+):
     def rssm(copy):  # an RSSM's decoder reads its deterministic state too
         config = json.loads((copy / "config.json").read_text())
         config["train"] = to_dict(preset("tiny-dreamerv2"))
         (copy / "config.json").write_text(json.dumps(config))
 
+    copy = edited_copy(s5_bundle, tmp_path, rssm)
     with pytest.raises(UserError, match="STORM, DRAMA and S5"):
-        model_from_bundle(edited_copy(s5_bundle, tmp_path, rssm))
+        model_from_bundle(copy)
+    command = ["bundle", "decoder", "--bundle", str(copy.path), "--data", str(breakout_replay),
+               "--run", str(tmp_path / "dec"), "--depth", "4"]  # fmt: skip
+    assert main(command) == 2
+    assert "STORM, DRAMA and S5" in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_its_graphs_model_is_refused(s5_bundle, breakout_replay, tmp_path):
+    def flip(copy):  # the same weights' shapes, another model: frames left unsquashed
+        config = json.loads((copy / "config.json").read_text())
+        config["train"]["model"]["decoder_sigmoid"] = False
+        (copy / "config.json").write_text(json.dumps(config))
+
+    copy = edited_copy(s5_bundle, tmp_path, flip)
+    with pytest.raises(UserError, match="not its config.json's model"):
+        train_decoder(args(copy.path, breakout_replay, tmp_path), progress=False)
 
 
 @pytest.mark.parametrize("weights", ["float16", "float32"])

@@ -76,6 +76,11 @@ def load_run(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str
 
 def world_model_of(saved: dict[str, Any], device: torch.device) -> torch.nn.Module:
     """The world model in a checkpoint of ``wmsim train`` or ``wmsim agent train``, in eval mode."""
+    if checkpoint_kind(saved) == "decoder":
+        raise UserError(
+            "this run is a `wmsim bundle decoder` run: it holds a decoder alone; write the model "
+            "with it as a bundle with `wmsim bundle decoder ... --resume --out NAME.wmsim`"
+        )
     config: TrainConfig = from_dict(saved["config"]["train"])
     model = make_world_model(config.model, len(saved["action_meanings"])).to(device)
     model.load_state_dict(saved["model"])

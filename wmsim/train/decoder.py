@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +41,9 @@ from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_even
 from wmsim.run_dir import RunDirectory
 from wmsim.train.config import TrainConfig
 from wmsim.train.evaluate import episode_windows, evaluate, split_starts
+from wmsim.train.logs import read_metrics
 from wmsim.train.loop import run_steps
-from wmsim.train.optim import OPTIMIZERS
+from wmsim.train.optim import OPTIMIZERS, warm_up
 from wmsim.train.step import to_torch
 
 KIND = "decoder"
@@ -89,12 +89,24 @@ class DecoderArgs:
 
 
 def bundle_config(bundle: Bundle) -> dict[str, Any]:
-    """The bundle's ``config.json``: the run's resolved config, as ``wmsim train`` saved it."""
+    """The bundle's ``config.json``: the run's resolved config, as ``wmsim train`` saved it.
+
+    Raises:
+        UserError: it is not a training config of a latent world model (a bundle is untrusted).
+    """
     try:
         config = json.loads((bundle.path / CONFIG).read_text())
-        from_dict(config["train"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        train = from_dict(config["train"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise UserError(f"{bundle.path}/{CONFIG} is not a training config ({error})") from error
+    if not isinstance(train, TrainConfig) or not isinstance(bundle.spec.get("env"), dict):
+        raise UserError(f"{bundle.path} holds no training config and env; export it again")
+    if not isinstance(train.model, LatentWorldModelConfig):
+        raise UserError(
+            f"{bundle.path} holds a {type(train.model).__name__.removesuffix('Config')} model; "
+            "a new decoder is trained for STORM, DRAMA and S5 models (their decoder takes the "
+            "latent alone)"
+        )
     return config
 
 
@@ -109,12 +121,19 @@ def graph_weights(bundle: Bundle) -> dict[str, torch.Tensor]:
 
     weights: dict[str, torch.Tensor] = {}
     for graph in GRAPHS:
-        for tensor in onnx.load_from_string(bundle.read_graph(graph)).graph.initializer:
-            name = tensor.name.removesuffix(".float16")
-            if name.startswith("model."):
-                array = numpy_helper.to_array(tensor)
-                array = array.astype(np.float32) if array.dtype == np.float16 else array
-                weights[name.removeprefix("model.")] = torch.from_numpy(array.copy())
+        try:
+            for tensor in onnx.load_from_string(bundle.read_graph(graph)).graph.initializer:
+                name = tensor.name.removesuffix(".float16")
+                if name.startswith("model."):
+                    array = numpy_helper.to_array(tensor)
+                    array = array.astype(np.float32) if array.dtype == np.float16 else array
+                    weights[name.removeprefix("model.")] = torch.from_numpy(array.copy())
+        except UserError:
+            raise
+        except Exception as error:  # onnx and numpy raise many kinds for a damaged graph
+            raise UserError(
+                f"{bundle.graph(graph)}'s weights cannot be read ({str(error)[:200]})"
+            ) from error
     return weights
 
 
@@ -128,16 +147,15 @@ def model_from_bundle(bundle: Bundle, decoder_depth: int | None = None) -> Laten
         UserError: the bundle's model is not a latent world model, or its graphs lack weights.
     """
     config: TrainConfig = from_dict(bundle_config(bundle)["train"])
-    if not isinstance(config.model, LatentWorldModelConfig):
-        raise UserError(
-            f"{bundle.path} holds a {type(config.model).__name__.removesuffix('Config')} model; "
-            "a new decoder is trained for STORM, DRAMA and S5 models (their decoder takes the "
-            "latent alone)"
-        )
     model_config = config.model
     if decoder_depth is not None:
         model_config = dataclasses.replace(model_config, decoder_depth=decoder_depth)
-    model = make_world_model(model_config, len(bundle.actions))
+    try:
+        model = make_world_model(model_config, len(bundle.actions))
+    except (TypeError, ValueError, KeyError) as error:
+        raise UserError(
+            f"{bundle.path}/{CONFIG} names no model wmsim can build ({error})"
+        ) from error
     form = model.export_form() if decoder_depth is None else model
     weights = graph_weights(bundle)
     wanted = {
@@ -180,7 +198,7 @@ def decoder_loss(
         noise = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
         z = sample_one_hot(post, noise).flatten(-2).flatten(0, 1)  # (B * T, S * K)
     recon = model.decoder(z)
-    return reconstruction_loss(
+    return c.recon_scale * reconstruction_loss(
         recon, obs, batch["is_first"], motion_weight=c.motion_weight, threshold=c.motion_threshold
     )
 
@@ -196,15 +214,17 @@ class DecoderTrainer:
             )
         self.bundle = open_bundle(args.bundle)
         self.replay = Replay(args.data)
+        saved = bundle_config(self.bundle)  # checked first: the model kind, then the data
+        env = self.bundle.spec["env"] | {"game": self.bundle.game}
         for key in ("game", "resize", "size"):  # frames as the bundle's model saw them
-            data, model = self.replay.env.get(key), self.bundle.spec["env"].get(key)
+            default = "area" if key == "resize" else None  # replays from before --resize: area
+            data, model = self.replay.env.get(key, default), env.get(key, default)
             if data != model:
                 raise UserError(
                     f"{args.data} holds frames of {key} {data!r}, but {args.bundle} models "
                     f"{key} {model!r}; collect them with `wmsim collect` as the bundle's were "
                     "(its spec.json's env)"
                 )
-        saved = bundle_config(self.bundle)
         schedule = {
             name: getattr(args, name)
             for name in ("eval_every", "checkpoint_every", "log_every")
@@ -260,9 +280,11 @@ class DecoderTrainer:
             self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
         )
         batch = to_torch(self.replay.gather(starts, c.length), torch.device("cpu"))
-        lr = c.lr * min(1.0, (self.steps - self.step) / self.lr_decay) if self.lr_decay else c.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = warm_up(self.optimizer, c.lr, c.warmup, self.step)  # the bundle's warm-up, if any
+        if self.lr_decay:
+            lr *= min(1.0, (self.steps - self.step) / self.lr_decay)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
             loss = decoder_loss(self.model, batch, self.noise)
         self.optimizer.zero_grad(set_to_none=True)
@@ -308,10 +330,10 @@ class DecoderTrainer:
         self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
 
 
-def train_decoder(args: DecoderArgs, *, progress: bool = True) -> dict[str, float]:
+def train_decoder(args: DecoderArgs, *, progress: bool = True) -> tuple[int, dict[str, float]]:
     """Train the run in ``args.run`` to ``args.steps``, then write ``args.out`` if given.
 
-    Returns the last held-out evaluation.
+    Returns the step reached and the last held-out evaluation.
 
     Raises:
         UserError: bad bundle, data or run directory (see the messages).
@@ -319,23 +341,45 @@ def train_decoder(args: DecoderArgs, *, progress: bool = True) -> dict[str, floa
     """
     if args.out is not None and args.out.suffix != ".wmsim":
         raise UserError(f"--out must name a NAME.wmsim directory, got {args.out.name!r}")
+    if args.out is not None and args.out.resolve() == Path(args.bundle).resolve():
+        raise UserError("--out names the --bundle itself; write the new model elsewhere")
     if args.fidelity_steps < 0:
         raise UserError(f"--fidelity-steps must be 0 or more, got {args.fidelity_steps}")
     run_dir = RunDirectory(args.run, KIND, resume=args.resume)
     trainer = DecoderTrainer(args)
     keys = ("game", "seed", "bundle_files", "train")
     saved = run_dir.open(trainer.resolved, keys, torch.device("cpu"))
-    if saved is not None:
+    if saved is None:  # a new run: the model rebuilt from the graphs must be what they compute
+        check_rebuilt(trainer.bundle)
+    else:
         trainer.restore(saved)
+    if trainer.step > args.steps:
+        raise UserError(f"{args.run} is at step {trainer.step}; --steps must be at least that")
     last_eval = run_steps(
         run_dir, trainer, args.steps, lambda interrupted: (trainer.train_step(), interrupted()),
         "recon", progress=progress,
     )  # fmt: skip
+    if not last_eval and (evaluations := read_metrics(args.run, "eval")):
+        last_eval = {k: v for k, v in evaluations[-1].items() if k not in ("step", "kind")}
     if args.out is not None:
         export_decoder(trainer, args.out, fidelity_steps=args.fidelity_steps, evaluation=last_eval)
-        if progress:
-            print(f"wmsim bundle decoder: wrote {args.out}", file=sys.stderr)
-    return last_eval
+    return trainer.step, last_eval
+
+
+def check_rebuilt(bundle: Bundle) -> None:
+    """Refuse a bundle whose graphs compute other than its config's model with their weights.
+
+    A config.json that does not describe its graphs (edited, or from another version) would
+    train a decoder for another model and re-export other observe and step graphs.
+    """
+    from wmsim.export.check import compare_with_torch
+
+    problems = compare_with_torch(bundle, model_from_bundle(bundle), steps=2, batch=3)
+    if problems:
+        raise UserError(
+            f"{bundle.path}'s graphs are not its config.json's model with their weights "
+            f"({problems[0]}); export the run again with this wmsim"
+        )
 
 
 def export_decoder(
@@ -351,7 +395,9 @@ def export_decoder(
 
     bundle, model = trainer.bundle, trainer.model.eval()
     config = bundle_config(bundle) | {"train": trainer.resolved["train"]}
-    training = dict(bundle.spec.get("training", {})) | {
+    source = bundle.spec.get("training")
+    source = dict(source) if isinstance(source, dict) else {}
+    training = {k: v for k, v in source.items() if k != "held_out"} | {
         "decoder": {
             "depth": trainer.config.model.decoder_depth,
             "steps": trainer.step,
@@ -360,6 +406,7 @@ def export_decoder(
             "data": trainer.resolved["data"],
             "from": trainer.resolved["bundle"],
             "held_out": json_ready(evaluation),
+            "source_held_out": source.get("held_out", {}),  # measured with the old decoder
         }
     }
     return write_bundle(
