@@ -197,7 +197,7 @@ def placement(bundle, device: str, threads) -> tuple[list[str], dict[str, dict[s
     from wmsim.bundle import STATE_IN
     from wmsim.runtime.graphs import Runtime
 
-    runtime = Runtime(bundle, 2, device=device, threads=threads)
+    runtime = Runtime(bundle, 2, device=device, threads=threads, arena="host")  # feeds, below
     rows = np.arange(2)
     runtime.reset(rows, rows % runtime.num_contexts)
     contexts = {k: v[:2] for k, v in runtime.contexts.items()}
@@ -330,9 +330,10 @@ def main() -> None:
                   f"{os.cpu_count()} cores; onnxruntime sessions on {', '.join(providers)}; "
                   "nodes per provider, one profiled call per graph:")  # fmt: skip
             show_placement(found, device)
-        decoder = Runtime(bundle, 1, device=device, threads=args.threads).graphs.decoder
+        probe = Runtime(bundle, 1, device=device, threads=args.threads)
         print(f"steps/s summed over the batch; ratios against torch eager and the real emulator; "
-              f"runtime and env decode with {decoder}")  # fmt: skip
+              f"runtime and env decode with {probe.graphs.decoder}, their state arena in "
+              f"{probe.arena_place} memory")  # fmt: skip
         print(f"{'':8s}{'batch':>6s}{'torch':>9s}{'onnxrt':>9s}{'runtime':>9s}{'x torch':>9s}"
               f"{'env':>9s}{'ALE':>9s}{'env/ALE':>9s}")  # fmt: skip
         everything = sorted({b for kind in batches.values() for b in kind})
@@ -346,7 +347,7 @@ def main() -> None:
                 timing = (bundle, b, pixels, args.steps, args.repeats, device, args.threads)
                 ort = runtime_rate(*timing, "onnxruntime")
                 # the env's decoder, where it is not onnxruntime: only frames need a decoder
-                apart = pixels and decoder != "onnxruntime"
+                apart = pixels and probe.graphs.decoder != "onnxruntime"
                 ours = runtime_rate(*timing, "auto") if apart else None
                 best = ours or ort
                 env = env_rate(*timing)

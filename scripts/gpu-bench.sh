@@ -17,7 +17,8 @@
 # `cuda` and `cudnn` extras name (onnxruntime 1.21 and later): nvidia-cuda-runtime-cu12
 # nvidia-cuda-nvrtc-cu12 nvidia-cufft-cu12 nvidia-curand-cu12 'nvidia-cudnn-cu12~=9.0'
 # nvidia-cublas-cu12 (cuDNN's own requirement). Every nvidia_*.whl in WHEELS is installed too,
-# and the libraries of installed nvidia-* packages are put on LD_LIBRARY_PATH.
+# and the libraries of installed nvidia-* packages are put on LD_LIBRARY_PATH. The state arena
+# on the GPU needs onnx (the gpu extra); where it is missing, an onnx-*.whl in WHEELS is installed.
 #
 # Each step says what it does and stops the script with "gpu-bench: FAILED: ..." and the fix.
 # Without a GPU it installs nothing and exits 2. Test mode: GPU_BENCH_ALLOW_CPU=1 runs every
@@ -26,8 +27,9 @@
 # (python3), BUNDLE (wmsim/bundles/Breakout.wmsim), PIXEL_BATCHES (256 1024), LATENT_BATCHES
 # (256 1024 4096), ALE_BATCHES (256 1024: the emulator's batches, on the CPU), STEPS (32),
 # REPEATS (2), SERVE_BATCH (1024, at most 1024), SERVE_CLIENTS (16), SERVE_STEPS (100),
-# SERVE_REPEATS (2), SERVE_OBS (pixels latent), DREAM_SECONDS (150) and SERVE_SECONDS (120): the
-# limits on the two benchmarks, which keep the whole under 5 minutes.
+# SERVE_REPEATS (2), SERVE_OBS (pixels latent), ARENA_ROWS (4096) and ARENA_STEPS (50): the
+# arena check's batch and timed steps, DREAM_SECONDS (150) and SERVE_SECONDS (120): the limits on
+# the two benchmarks, which keep the whole under 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD:$PWD/server:$PWD/clients${PYTHONPATH:+:$PYTHONPATH}"  # this checkout
@@ -78,6 +80,11 @@ elif [ "$installed" != onnxruntime-gpu ]; then
             || fail "installing the nvidia-* wheels in $WHEELS (above)"
     fi
 fi
+if [ "$device" = cuda ] && ! "$python" -c "import onnx" 2>/dev/null && [ -n "${WHEELS:-}" ] \
+        && compgen -G "$WHEELS/onnx-*.whl" >/dev/null; then  # the device arena's row graphs
+    "$python" -m pip install -q --no-index --no-deps --find-links "$WHEELS" onnx \
+        || fail "installing onnx from $WHEELS (above)"
+fi
 libraries=$("$python" -c "import glob, site
 print(':'.join(sorted(d for p in site.getsitepackages() for d in glob.glob(p + '/nvidia/*/lib'))))") \
     || fail "$python does not run"
@@ -106,6 +113,44 @@ except UserError as error:  # the bundle errors name what is missing
     sys.exit(f"gpu-bench: {error}")
 for name, session in graphs.sessions.items():
     print(f"gpu-bench: {name} graph on {', '.join(session.get_providers())}")
+EOF
+
+say "3b/5 the state arena on $device against the host's: the same dreams, and their speed"
+"$python" - "$bundle" "$device" "${ARENA_ROWS:-4096}" "${ARENA_STEPS:-50}" <<'EOF' \
+    || fail "the arena on $device (above)"
+import sys
+import time
+
+import numpy as np
+
+from wmsim.errors import UserError
+from wmsim.runtime.graphs import Runtime
+
+bundle, device, capacity, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+results = {}
+for arena in ("host", "device"):
+    try:
+        runtime = Runtime(bundle, capacity, device=device, decode=False, arena=arena)
+    except UserError as error:  # no onnx: it names the fix
+        sys.exit(f"gpu-bench: {error}; or put the onnx wheel in WHEELS")
+    rows, rng = np.arange(capacity), np.random.default_rng(0)
+    runtime.reset(rows, rows % runtime.num_contexts)
+    some = rows[::2]  # a server's batch: some rows of the arena
+    noise = runtime.bundle.noise
+    record = [*runtime.step(some, rng.integers(4, size=len(some)), noise(len(some), rng))]
+    record += [*runtime.step(rows, rng.integers(4, size=capacity), noise(capacity, rng))]
+    record = [np.array(r) for r in record]  # a host step of every row returns its arena
+    actions, noises = rng.integers(4, size=capacity), noise(capacity, rng)
+    started = time.perf_counter()
+    for _ in range(steps):  # every row, its latents to the host each step as a latent env's
+        runtime.step(rows, actions, noises)
+    results[arena] = capacity * steps / (time.perf_counter() - started), record
+    print(f"gpu-bench: arena in {runtime.arena_place} memory: {results[arena][0]:,.0f} latent "
+          f"steps/s at batch {capacity}")
+(host, expected), (on_device, got) = results["host"], results["device"]
+differs = max(float(np.abs(g.astype(float) - e.astype(float)).max()) for g, e in zip(got, expected))
+print(f"gpu-bench: device arena {on_device / host:.2f}x the host arena; rewards, continues and "
+      f"latents of a step of some rows and one of every row differ by at most {differs:g}")
 EOF
 
 say "4/5 wmsim bench dream --device $device (onnxruntime, torch eager, DreamVectorEnv; ALE on" \

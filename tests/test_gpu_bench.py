@@ -110,6 +110,7 @@ def test_in_test_mode_the_script_runs_to_the_end_on_cpu_and_prints_every_table(t
     env = {**os.environ, "GPU_BENCH_ALLOW_CPU": "1", "PIXEL_BATCHES": "2",
            "LATENT_BATCHES": "2 4", "ALE_BATCHES": "2", "STEPS": "2", "REPEATS": "1",
            "SERVE_BATCH": "4", "SERVE_CLIENTS": "2", "SERVE_STEPS": "3", "SERVE_REPEATS": "1",
+           "ARENA_ROWS": "6", "ARENA_STEPS": "2",
            "PATH": f"{tmp_path}:{os.environ['PATH']}"}  # fmt: skip
     env.pop("WHEELS", None)
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
@@ -119,6 +120,9 @@ def test_in_test_mode_the_script_runs_to_the_end_on_cpu_and_prints_every_table(t
     assert "gpu-bench: 1/5 a GPU: no GPU (test mode, GPU_BENCH_ALLOW_CPU=1" in out
     assert "gpu-bench: test mode: onnxruntime left as it is" in out
     assert "gpu-bench: step graph on CPUExecutionProvider" in out
+    # the arena on the device (the CPU here) against the host's: the same dreams
+    assert "gpu-bench: arena in host memory: " in out and "gpu-bench: arena in cpu memory: " in out
+    assert "differ by at most 0\n" in out
     # dream: where each graph's nodes ran, then the table, the emulator only where asked
     assert "onnxruntime sessions on CPUExecutionProvider" in out
     for graph in ("observe", "step", "decode"):

@@ -45,6 +45,7 @@ class Dreams:
         bundle: an opened bundle, or its path.
         capacity: rows.
         device, threads, decode: as for :class:`wmsim.runtime.graphs.Graphs`.
+        arena: where the state lives, as for :class:`wmsim.runtime.graphs.Runtime`.
     """
 
     def __init__(
@@ -55,8 +56,10 @@ class Dreams:
         device: str = "auto",
         threads: int | None = None,
         decode: bool = True,
+        arena: str = "auto",
     ):
-        self.runtime = Runtime(bundle, capacity, device=device, threads=threads, decode=decode)
+        self.runtime = Runtime(bundle, capacity, device=device, threads=threads, decode=decode,
+                               arena=arena)  # fmt: skip
         self.spec, self.capacity = self.runtime.bundle.spec, capacity
         self.num_contexts = self.runtime.num_contexts
         self.noise_shape = self.runtime.bundle.noise_shape
@@ -150,7 +153,7 @@ class Dreams:
 
     def latents(self, rows: np.ndarray) -> np.ndarray:
         """The current latents of ``rows`` (n, ...), a copy."""
-        return self.runtime.latents[np.asarray(rows, np.int64)]
+        return self.runtime.latents_of(rows)
 
     def frames(self, rows: np.ndarray) -> np.ndarray:
         """The current frames of ``rows`` (n, H, W, 3) uint8: real at a reset, then dreamt.

@@ -6,12 +6,14 @@
 start contexts computed once (a reset is a copy), and steps over any subset
 of rows, batched into one graph call. A step of every row on the CPU, what an
 in-process vector env does each step, goes through :class:`BoundStep`: two
-copies of the arena with the graph's inputs and outputs bound to them.
+copies of the arena with the graph's inputs and outputs bound to them
+(:mod:`wmsim.runtime.bound_step`).
 
 Providers: ``device="auto"`` takes CUDA when onnxruntime-gpu is installed and
 sees a GPU, else the CPU, quietly: probing for CUDA on a CPU machine prints
-nothing. The arena lives in host memory; on CUDA onnxruntime copies the stepped
-rows' state to the device and back in each call.
+nothing. On CUDA the arena lives on the device (:mod:`wmsim.runtime.device_arena`):
+a step moves actions and noise in and rewards, continues and what is observed out;
+on the CPU it is host memory.
 
 Decoders: on the CPU, ``decoder="auto"`` decodes frames with OpenVINO where it
 is installed (``wmsim[cpu]`` brings it), in bfloat16 where the CPU has it, about
@@ -21,7 +23,6 @@ step always run in onnxruntime, so latents, rewards and ends never depend on it.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,11 +39,21 @@ except ImportError:  # an extra, so that CPU and GPU users each get the one that
         "on a machine with an NVIDIA GPU (never both)"
     ) from None
 
-from wmsim.bundle import BATCH, GRAPHS, STATE_IN, STATE_OUT, Bundle, BundleError, open_bundle
-from wmsim.runtime import openvino_decode, row_parts
+from wmsim.bundle import (
+    BATCH,
+    GRAPHS,
+    STATE_IN,
+    Bundle,
+    BundleError,
+    TensorInfo,
+    open_bundle,
+)
+from wmsim.runtime import device_arena, openvino_decode, row_parts
+from wmsim.runtime.bound_step import BoundStep
 
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "onnxruntime", "openvino")
+ARENAS = ("auto", "host", "device")
 START_CHUNK = 8
 """Start contexts observed per call. A context's start state is computed when a reset first
 draws it, with the other contexts of its chunk: start-up costs nothing however many contexts a
@@ -223,67 +234,6 @@ class Graphs:
         return self._decode(latent)
 
 
-class BoundStep:
-    """The step of every row of an arena, its inputs and outputs bound to fixed buffers (CPU).
-
-    A vector env in this process steps all its rows every step. Then the step need not build
-    a feed, allocate its outputs and join the parts of a split step (:mod:`row_parts`): the
-    arena is kept twice, each step reads one copy and writes the other (onnxruntime's
-    I/O binding), and each part of the rows is bound to its slices once. At batch 64 on a
-    2-core CPU the step took 0.405 ms against 0.457 ms unbound (0.645 against 0.666 on one
-    thread), with the same outputs bit for bit.
-
-    Args:
-        graphs: the graphs whose step to bind.
-        arenas: the two copies of the state arena, by state name.
-        latents: the two copies of the latent arena, each (rows, ...).
-    """
-
-    def __init__(
-        self,
-        graphs: Graphs,
-        arenas: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
-        latents: tuple[np.ndarray, np.ndarray],
-    ):
-        if graphs.device != "cpu":
-            raise ValueError("a bound step runs on the CPU: on CUDA the arena is host memory")
-        session, rows = graphs.sessions["step"], len(latents[0])
-        self.action = np.zeros(rows, np.int64)
-        self.noise = np.zeros((rows, *graphs.bundle.noise_shape), np.float32)
-        self.reward, self.cont = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
-        self._session = session
-        count = row_parts.parts(rows, graphs.step_parts)
-        self._bindings: list[list[ort.IOBinding]] = []  # per copy read: one binding a part
-        for read in (0, 1):
-            written = 1 - read
-            parts = []
-            for start, stop in row_parts.bounds(rows, count):
-                binding = session.io_binding()
-                outputs = {"reward": self.reward, "continue": self.cont, "latent": latents[written]}
-                for name in graphs.state_names:
-                    binding.bind_cpu_input(STATE_IN + name, arenas[read][name][start:stop])
-                    outputs[STATE_OUT + name] = arenas[written][name]
-                binding.bind_cpu_input("action", self.action[start:stop])
-                binding.bind_cpu_input("noise", self.noise[start:stop])
-                for name, array in outputs.items():
-                    part = array[start:stop]
-                    binding.bind_output(name, "cpu", 0, part.dtype, part.shape, part.ctypes.data)
-                parts.append(binding)
-            self._bindings.append(parts)
-
-    def run(self, read: int, actions: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Step every row from copy ``read`` into the other -> reward, continue (n,), copies."""
-        self.action[...] = actions
-        self.noise[...] = noise
-        bindings = self._bindings[read]
-        if len(bindings) == 1:
-            self._session.run_with_iobinding(bindings[0])
-        else:
-            run = self._session.run_with_iobinding
-            row_parts.workers().run([functools.partial(run, binding) for binding in bindings])
-        return self.reward.copy(), self.cont.copy()  # the buffers are the next step's
-
-
 class Runtime:
     """Dream rows on a bundle's graphs: a state arena of ``capacity`` rows.
 
@@ -296,6 +246,9 @@ class Runtime:
         bundle: an opened bundle, or its path.
         capacity: rows in the arena.
         device, threads, decode, decoder: as for :class:`Graphs`.
+        arena: where the state lives: ``host`` (numpy), ``device`` (onnxruntime values on the
+            graphs' device, :mod:`device_arena`; on the CPU for tests), or ``auto``: the device
+            on CUDA, the host on the CPU.
     """
 
     def __init__(
@@ -307,9 +260,12 @@ class Runtime:
         threads: int | None = None,
         decode: bool = True,
         decoder: str = "auto",
+        arena: str = "auto",
     ):
         if capacity < 1:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        if arena not in ARENAS:
+            raise ValueError(f"arena must be one of {', '.join(ARENAS)}, got {arena!r}")
         self.graphs = Graphs(bundle, device=device, threads=threads, decode=decode, decoder=decoder)
         self.bundle, self.capacity = self.graphs.bundle, capacity
         spec = self.bundle.spec
@@ -322,8 +278,35 @@ class Runtime:
         self.start_states = {k: np.zeros((n, *t.shape), t.dtype) for k, t in state.items()}
         self.start_latents = np.zeros((n, *self.latents.shape[1:]), self.latents.dtype)
         self._observed = np.zeros(-(-n // START_CHUNK), bool)  # per chunk
+        self.on_device = self._device_arena(arena, threads)
+        """The arena on the graphs' device, or None: the arena is :attr:`arena` (host)."""
         self._bound: BoundStep | None = None  # made by the first step of every row (CPU)
         self._copies: tuple[tuple[dict, dict], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _device_arena(self, arena: str, threads: int | None) -> device_arena.DeviceArena | None:
+        if arena == "host" or (arena == "auto" and self.graphs.device != "cuda"):
+            return None
+        try:
+            import onnx  # noqa: F401  (the row graphs are written with it)
+        except ImportError:
+            if arena == "device":
+                raise UserError("arena='device' needs onnx: pip install 'wmsim[gpu]'") from None
+            warnings.warn("onnx is not installed: the arena stays in host memory and each step "
+                          "copies its state to the GPU and back; pip install 'wmsim[gpu]'",
+                          stacklevel=3)  # fmt: skip
+            return None
+        device, latent = self.graphs.device, TensorInfo.from_json(self.bundle.spec["latent"])
+        rows = device_arena.DeviceArena(
+            self.graphs.sessions, self.bundle.state, latent, self.capacity,
+            device=device, session=lambda graph: _session(graph, device, threads),
+        )  # fmt: skip
+        self.arena = self.latents = None  # type: ignore[assignment]  # on the device instead
+        return rows
+
+    @property
+    def arena_place(self) -> str:
+        """Where the state arena lives: ``host`` or the device's name."""
+        return "host" if self.on_device is None else self.graphs.device
 
     @property
     def num_contexts(self) -> int:
@@ -349,6 +332,10 @@ class Runtime:
         """Put ``rows`` at the end of start contexts ``contexts``; return their latents (n, ...)."""
         rows, contexts = np.asarray(rows, np.int64), np.asarray(contexts, np.int64)
         self.observe_contexts(contexts)
+        if self.on_device is not None:
+            starts = {STATE_IN + k: v[contexts] for k, v in self.start_states.items()}
+            self.on_device.put(rows, starts | {device_arena.LATENT: self.start_latents[contexts]})
+            return self.start_latents[contexts]
         for k, array in self.arena.items():
             array[rows] = self.start_states[k][contexts]
         self.latents[rows] = self.start_latents[contexts]
@@ -357,6 +344,9 @@ class Runtime:
     def clear(self, rows: np.ndarray) -> None:
         """Zero the state and latents of ``rows``: nothing of an earlier user stays in them."""
         rows = np.asarray(rows, np.int64)
+        if self.on_device is not None:
+            self.on_device.clear(rows)
+            return
         for array in self.arena.values():
             array[rows] = 0
         self.latents[rows] = 0
@@ -367,12 +357,17 @@ class Runtime:
         """Advance ``rows`` by ``actions`` (n,) with ``noise`` (n, *noise shape) in one call.
 
         Returns:
-            reward (n,), continue probability (n,), latent (n, ...) of the new frames.
+            reward (n,), continue probability (n,), latent (n, ...) of the new frames; after
+            a step of every row on the CPU the latents are the arena's, which the next step
+            overwrites: copy them to keep them.
         """
         rows = np.asarray(rows, np.int64)
         if len(rows) == 0:
             empty = np.zeros(0, np.float32)
-            return empty, empty, self.latents[:0]
+            return empty, empty, self.latents_of(rows)
+        if self.on_device is not None:
+            reward, cont = self.on_device.step(rows, actions, noise)
+            return reward, cont, self.on_device.latents(rows)
         everything = self._all(rows)
         if everything and self.graphs.device == "cpu":
             return self._step_bound(actions, noise)
@@ -401,7 +396,16 @@ class Runtime:
         self.arena, self.latents = arenas[1 - read], latents[1 - read]
         return reward, cont, self.latents
 
+    def latents_of(self, rows: np.ndarray) -> np.ndarray:
+        """The current latents of ``rows`` (n, ...), a copy on the host."""
+        rows = np.asarray(rows, np.int64)
+        if self.on_device is not None:
+            return self.on_device.latents(rows)
+        return self.latents[rows]
+
     def frames(self, rows: np.ndarray) -> np.ndarray:
         """Decode the current frames of ``rows`` -> (n, H, W, 3) uint8."""
         rows = np.asarray(rows, np.int64)
-        return self.graphs.decode(self.latents[rows])
+        if self.on_device is not None and self.graphs.decoder == "onnxruntime":
+            return self.on_device.frames(rows)  # the latents stay on the device
+        return self.graphs.decode(self.latents_of(rows))
