@@ -36,15 +36,14 @@ from wmsim.model import make_world_model
 from wmsim.model.distributions import sample_one_hot
 from wmsim.model.pixels import reconstruction_loss
 from wmsim.model.world_model import LatentWorldModel, LatentWorldModelConfig
-from wmsim.replay import SAMPLERS, Replay
-from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
+from wmsim.replay import Replay
 from wmsim.run_dir import RunDirectory
 from wmsim.train.config import TrainConfig
-from wmsim.train.evaluate import episode_windows, evaluate, split_starts
+from wmsim.train.evaluate import evaluate
 from wmsim.train.logs import read_metrics
 from wmsim.train.loop import run_steps
 from wmsim.train.optim import OPTIMIZERS, warm_up
-from wmsim.train.step import to_torch
+from wmsim.train.windows import Windows
 
 KIND = "decoder"
 """The checkpoint kind of these runs (``checkpoint.KINDS``)."""
@@ -255,38 +254,21 @@ class DecoderTrainer:
             [{"params": list(self.model.decoder.parameters())}],
             lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
         )  # fmt: skip
-        self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
-        if len(self.train_starts) < c.batch:
-            raise UserError(
-                f"{args.data} holds {self.replay.num_steps} steps: too few for batches of "
-                f"{c.batch} windows of {c.length} steps; collect more data"
-            )
-        span = c.context + c.horizon
-        held_out = split_starts(self.replay, span, c.holdout)[1]
-        eval_starts = episode_windows(self.replay, held_out, span, c.eval_windows)
-        self.eval_windows = to_torch(self.replay.gather(eval_starts, span), torch.device("cpu"))
-        events = event_rows(self.replay, life_loss=c.model.life_loss_ends)
-        self.event_starts = windows_with_events(self.train_starts, events, c.length)
-        self.rng = np.random.default_rng(args.seed)
-        self.noise = torch.Generator().manual_seed(args.seed)
-        self.sampler = SAMPLERS[c.sampler]()
+        self.windows = Windows(self.replay, c, torch.device("cpu"), args.seed, args.data)
         self.autocast = autocast_dtype(args.precision, torch.device("cpu"))
         self.step = 0
 
     def train_step(self) -> dict[str, float]:
         """One gradient step of the decoder on a sampled batch; returns its metrics."""
         c = self.config
-        starts = balanced_starts(
-            self.sampler, self.train_starts, self.event_starts, c.batch, c.event_share, self.rng
-        )
-        batch = to_torch(self.replay.gather(starts, c.length), torch.device("cpu"))
+        batch = self.windows.batch(c.batch, c.event_share)
         lr = warm_up(self.optimizer, c.lr, c.warmup, self.step)  # the bundle's warm-up, if any
         if self.lr_decay:
             lr *= min(1.0, (self.steps - self.step) / self.lr_decay)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
-            loss = decoder_loss(self.model, batch, self.noise)
+            loss = decoder_loss(self.model, batch, self.windows.noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), c.grad_clip)
@@ -296,10 +278,10 @@ class DecoderTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """``wmsim train``'s open-loop metrics on the held-out windows (decoder in eval mode)."""
-        if len(self.eval_windows["obs"]) == 0:
+        if len(self.windows.held_out["obs"]) == 0:
             return {}
         metrics = evaluate(
-            self.model, self.eval_windows, self.config.context,
+            self.model, self.windows.held_out, self.config.context,
             life_loss_ends=self.config.model.life_loss_ends,
         )  # fmt: skip
         self.model.decoder.train()  # evaluate() restores the model's mode, which is eval
@@ -313,10 +295,8 @@ class DecoderTrainer:
             "action_meanings": self.bundle.actions,
             "decoder": self.model.decoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng_numpy": self.rng.bit_generator.state,
-            "rng_noise": self.noise.get_state(),
+            **self.windows.streams(),
             "rng_torch": torch.get_rng_state(),
-            "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -324,10 +304,8 @@ class DecoderTrainer:
         self.model.decoder.load_state_dict(saved["decoder"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
-        self.rng.bit_generator.state = saved["rng_numpy"]
-        self.noise.set_state(saved["rng_noise"])
+        self.windows.restore(saved)
         torch.set_rng_state(saved["rng_torch"])
-        self.sampler.load_state_dict({k: v.numpy() for k, v in saved["sampler"].items()})
 
 
 def train_decoder(args: DecoderArgs, *, progress: bool = True) -> tuple[int, dict[str, float]]:

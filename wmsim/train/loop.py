@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from wmsim.configs import from_dict, to_dict
 from wmsim.devices import autocast_dtype, resolve_device
 from wmsim.errors import UserError
 from wmsim.model import REMConfig, make_world_model
-from wmsim.replay import SAMPLERS, Replay
-from wmsim.replay.samplers import balanced_starts, event_rows, windows_with_events
+from wmsim.replay import Replay
 from wmsim.run_dir import RunDirectory, deferred_interrupts
 from wmsim.train.config import TrainConfig, preset
 from wmsim.train.distributed import (
@@ -47,8 +45,9 @@ from wmsim.train.distributed import (
     ranks_from_env,
     split_batch,
 )
-from wmsim.train.evaluate import episode_windows, evaluate, split_starts
-from wmsim.train.step import make_optimizer, to_torch, world_model_step
+from wmsim.train.evaluate import evaluate
+from wmsim.train.step import make_optimizer, world_model_step
+from wmsim.train.windows import Windows
 
 
 @dataclass(frozen=True)
@@ -153,17 +152,7 @@ class Trainer:
         self.ranks, self.seed, self.rank_batch = ranks, seed, split_batch(c.batch, ranks)
         self.device = device
         self.event_share = rank_share(c.event_share, c.batch, ranks)
-        self.train_starts, _ = split_starts(self.replay, c.length, c.holdout)
-        if len(self.train_starts) < c.batch:
-            raise UserError(
-                f"{args.data} holds {self.replay.num_steps} steps: too few for batches of "
-                f"{c.batch} windows of {c.length} steps with {c.holdout:.0%} held out; "
-                "collect more data or use a shorter --length"
-            )
-        span = c.context + c.horizon
-        held_out = split_starts(self.replay, span, c.holdout)[1]
-        eval_starts = episode_windows(self.replay, held_out, span, c.eval_windows)
-        self.eval_windows = to_torch(self.replay.gather(eval_starts, span), device)
+        self.windows = Windows(self.replay, c, device, rank_seed(seed, ranks.rank), args.data)
         torch.manual_seed(seed)
         self.model = make_world_model(c.model, len(self.replay.action_meanings)).to(device)
         self.optimizer = make_optimizer(self.model, c)
@@ -172,31 +161,18 @@ class Trainer:
         self.edits_parameters = (
             isinstance(c.model, REMConfig) and c.model.tokenizer.restart_dead_codes
         )
-        self._seed_streams(rank_seed(seed, ranks.rank))
-        events = event_rows(self.replay, life_loss=c.model.life_loss_ends)
-        self.event_starts = windows_with_events(self.train_starts, events, c.length)
+        if not ranks.main:  # rank 0's stream seeded the model, the same on every rank
+            torch.manual_seed(rank_seed(seed, ranks.rank))
         self.autocast = autocast_dtype(args.precision, device)
         self.step = 0
 
-    def _seed_streams(self, seed: int) -> None:
-        """This rank's window sampling, latent noise and (for ranks but 0) torch's own stream."""
-        self.rng = np.random.default_rng(seed)
-        self.noise = torch.Generator(self.device).manual_seed(seed)
-        self.sampler = SAMPLERS[self.config.sampler]()
-        if not self.ranks.main:  # rank 0's stream seeded the model, the same on every rank
-            torch.manual_seed(seed)
-
     def train_step(self) -> dict[str, float]:
         """One gradient step on a sampled batch; returns this rank's metrics."""
-        c = self.config
-        starts = balanced_starts(
-            self.sampler, self.train_starts, self.event_starts, self.rank_batch, self.event_share,
-            self.rng,
-        )  # fmt: skip
-        batch = to_torch(self.replay.gather(starts, c.length), self.device)
+        batch = self.windows.batch(self.rank_batch, self.event_share)
         metrics = world_model_step(
-            self.learner, self.optimizer, batch, c, self.step, self.noise, self.autocast
-        )
+            self.learner, self.optimizer, batch, self.config, self.step, self.windows.noise,
+            self.autocast,
+        )  # fmt: skip
         if self.edits_parameters:
             broadcast_parameters(self.model, self.ranks)
         self.step += 1
@@ -204,21 +180,16 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Open-loop metrics on the held-out windows."""
-        if len(self.eval_windows["obs"]) == 0:
+        if len(self.windows.held_out["obs"]) == 0:
             return {}
         life_loss_ends = self.config.model.life_loss_ends
         return evaluate(
-            self.model, self.eval_windows, self.config.context, life_loss_ends=life_loss_ends
+            self.model, self.windows.held_out, self.config.context, life_loss_ends=life_loss_ends
         )
 
     def streams(self) -> dict[str, Any]:
         """This rank's randomness and sampler counts: what resuming it exactly needs."""
-        return {
-            "rng_numpy": self.rng.bit_generator.state,
-            "rng_noise": self.noise.get_state(),
-            "rng_torch": torch.get_rng_state(),
-            "sampler": {k: torch.from_numpy(v) for k, v in self.sampler.state_dict().items()},
-        }
+        return {**self.windows.streams(), "rng_torch": torch.get_rng_state()}
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds: rank 0's streams as a one-process run's, the others' apart.
@@ -247,14 +218,14 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
         saved_ranks = [saved, *saved.get("other_ranks", [])]
-        if self.ranks.rank >= len(saved_ranks):
-            self._seed_streams(rank_seed(self.seed, self.ranks.rank, self.step))
+        if self.ranks.rank >= len(saved_ranks):  # its streams start afresh, and torch's
+            fresh = rank_seed(self.seed, self.ranks.rank, self.step)
+            self.windows.seed(fresh)
+            torch.manual_seed(fresh)
             return
         streams = saved_ranks[self.ranks.rank]
-        self.rng.bit_generator.state = streams["rng_numpy"]
-        self.noise.set_state(streams["rng_noise"])
+        self.windows.restore(streams)
         torch.set_rng_state(streams["rng_torch"])
-        self.sampler.load_state_dict({k: v.numpy() for k, v in streams["sampler"].items()})
 
 
 def train(args: TrainArgs, *, progress: bool = True) -> dict[str, float]:
