@@ -18,8 +18,10 @@ beside ale-py's ``AtariVectorEnv`` on the same machine (64x64 RGB frames,
 frame skip 4, as wmsim collects), its throughput at the same batch sizes.
 
 ``--against B ...`` times the pixel env of other bundles (the same model with a narrower
-decoder, say: ``wmsim bundle decoder``) beside ``--bundle``'s, in turns at each pixel batch,
-and prints each one's ratio to it and to the emulator.
+decoder, say: ``wmsim bundle decoder``) beside ``--bundle``'s, and ``--decoders D ...`` its
+pixel env with other decoders (``openvino``: OpenVINO in floating point, ``onnxruntime``: the
+exported graph), in turns at each pixel batch, and prints each one's ratio to ``--bundle``'s
+pixel env as a dream env makes it and to the emulator.
 
 ``--device cuda`` dreams on the GPU (onnxruntime-gpu; torch eager too where this torch
 has CUDA, else its columns show ``-``); the emulator always plays on the CPU. Naming
@@ -31,7 +33,7 @@ best rates measured. ``scripts/gpu-bench.sh`` runs it so on a GPU machine.
     python benchmarks/dream.py [--preset tiny-s5 | --bundle PATH] [--batches 1 16 64 256]
                                [--device cuda] [--pixel-batches 256 1024]
                                [--latent-batches 256 1024 4096] [--ale-batches 256 1024]
-                               [--against OTHER.wmsim ...]
+                               [--against OTHER.wmsim ...] [--decoders openvino ...]
 """
 
 from __future__ import annotations
@@ -148,14 +150,19 @@ def runtime_rate(bundle, batch, pixels, steps, repeats, device, threads, decoder
     return rate(step, batch, steps, repeats)
 
 
-def env_rate(bundle, batch, pixels, steps, repeats, device, threads) -> float | None:
+def env_rate(
+    bundle, batch, pixels, steps, repeats, device, threads, decoder="auto"
+) -> float | None:
     """Dreamed steps/s through DreamVectorEnv: rows reset by autoreset in a step do not count."""
     try:
+        from wmsim_client.simulator import LocalSimulator
         from wmsim_client.vector import DreamVectorEnv
     except ImportError:
         return None
-    env = DreamVectorEnv(num_envs=batch, model=bundle.path, device=device, threads=threads,
-                         obs_type="pixels" if pixels else "latent")  # fmt: skip
+    obs_type = "pixels" if pixels else "latent"
+    simulator = LocalSimulator(bundle.path, batch, obs_type=obs_type, device=device,
+                               threads=threads, decoder=decoder)  # fmt: skip
+    env = DreamVectorEnv(num_envs=batch, obs_type=obs_type, simulator=simulator)
     runtime = env.simulator.dreams.runtime
     runtime.observe_contexts(np.arange(runtime.num_contexts))
     env.reset(seed=0)
@@ -284,6 +291,11 @@ def main() -> None:
         help="bundles whose pixel env is timed beside --bundle's (a narrower decoder, say), "
         "interleaved, at the pixel batches",
     )  # fmt: skip
+    parser.add_argument(
+        "--decoders", nargs="+", default=[], choices=("openvino", "openvino-int8", "onnxruntime"),
+        help="decoders whose pixel env is timed beside the default's, interleaved, at the pixel "
+        "batches",
+    )  # fmt: skip
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--pixel-batches", type=int, nargs="+", help="default: --batches")
     parser.add_argument("--latent-batches", type=int, nargs="+", help="default: --batches")
@@ -358,27 +370,29 @@ def main() -> None:
                 rows.append((kind, b, best, env))
         if args.device:
             show_targets(rows, device)
-        if args.against:
-            show_against(bundle, [open_bundle(p) for p in args.against], batches[True], ale, args)
+        if args.against or args.decoders:
+            turns = [(bundle.path.name, bundle, "auto")]
+            turns += [(p.name, open_bundle(p), "auto") for p in args.against]
+            turns += [(f"{bundle.path.name} {d}", bundle, d) for d in args.decoders]
+            show_against(turns, batches[True], ale, args)
 
 
-def show_against(bundle, others, batches, ale, args) -> None:
-    """The pixel env of ``bundle`` and of each of ``others``, timed in turns, with the ratios."""
+def show_against(turns, batches, ale, args) -> None:
+    """The pixel env of each (label, bundle, decoder) of ``turns``, timed in turns, with ratios."""
     print(f"pixel env (DreamVectorEnv) side by side, in turns, best of {args.repeats} turns; "
-          f"ratios against {bundle.path.name} and the real emulator")  # fmt: skip
+          f"ratios against the first and the real emulator")  # fmt: skip
     device = args.device or "cpu"
     for b in batches:
-        best = {id(x): 0.0 for x in (bundle, *others)}
+        best = [0.0] * len(turns)
         for _ in range(args.repeats):
-            for x in (bundle, *others):
-                rate_ = env_rate(x, b, True, args.steps, 1, device, args.threads)
+            for i, (_, bundle, decoder) in enumerate(turns):
+                rate_ = env_rate(bundle, b, True, args.steps, 1, device, args.threads, decoder)
                 if rate_ is None:  # no wmsim_client: nothing to compare
                     return
-                best[id(x)] = max(best[id(x)], rate_)
-        base, played = best[id(bundle)], ale.get(b)
-        for x in (bundle, *others):
-            r = best[id(x)]
-            print(f"{x.path.name[:30]:30s}{b:6d}{number(r)}{number(base and r / base, suffix='x')}"
+                best[i] = max(best[i], rate_)
+        played = ale.get(b)
+        for (label, _, _), r in zip(turns, best, strict=True):
+            print(f"{label[:40]:40s}{b:6d}{number(r)}{r / best[0]:8.2f}x"
                   f"{number(played and r / played, suffix='x')} ALE")  # fmt: skip
 
 

@@ -62,7 +62,7 @@ def test_pop_benchmark_counts_calls_per_frame_for_both_methods():
 def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     command = [sys.executable, "benchmarks/dream.py", "--bundle", "wmsim/bundles/Breakout.wmsim",
                "--batches", "1", "2", "--steps", "2", "--repeats", "1",
-               "--against", "wmsim/bundles/Breakout.wmsim"]  # fmt: skip
+               "--against", "wmsim/bundles/Breakout.wmsim", "--decoders", "openvino"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()
@@ -76,11 +76,15 @@ def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
     assert all(float(value.rstrip("x")) > 0 for row in pixels for value in row[2:])
     assert all(row[4] == "-" for row in latents)  # a latent step decodes nothing
     assert all(float(value.rstrip("x")) > 0 for row in latents for value in row[2:4] + row[5:])
-    # --against: each batch's pixel env of both bundles in turns, the first the reference
-    turns = [line.split() for line in result.stdout.splitlines() if line.startswith("Breakout")]
-    assert [row[1] for row in turns] == ["1", "1", "2", "2"]
-    assert [row[3] for row in turns[::2]] == ["1.0x", "1.0x"]
-    assert all(float(row[2]) > 0 and row[-1] == "ALE" for row in turns)
+    # --against and --decoders: each batch's pixel env of both bundles and of the float decoder
+    # in turns, the first the reference
+    turns = [(line[:40].strip(), line[40:].split()) for line in result.stdout.splitlines()
+             if line.startswith("Breakout")]  # fmt: skip
+    labels = ["Breakout.wmsim", "Breakout.wmsim", "Breakout.wmsim openvino"]
+    assert [label for label, _ in turns] == labels * 2
+    assert [row[0] for _, row in turns] == ["1", "1", "1", "2", "2", "2"]  # the batch
+    assert [row[2] for _, row in turns[::3]] == ["1.00x", "1.00x"]
+    assert all(float(row[1]) > 0 and row[-1] == "ALE" for _, row in turns)
 
 
 def test_serve_benchmark_prints_every_setup_and_both_targets():

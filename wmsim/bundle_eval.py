@@ -58,8 +58,8 @@ class BundleEvalArgs:
     """Steps of each branch (with --policies); a longer one is also shown per 16 steps, to see
     whether the dream keeps paying as the game does when it runs on."""
     decoder: str = "auto"
-    """What decodes the dreamed frames: auto (OpenVINO on the CPU where installed, as dream
-    envs do), onnxruntime, or openvino."""
+    """What decodes the dreamed frames: auto (OpenVINO on the CPU where installed, int8 where the
+    CPU has it, as dream envs do), onnxruntime, openvino (floating point) or openvino-int8."""
     json: Path | None = None
     """Also write the metrics to this JSON file."""
 

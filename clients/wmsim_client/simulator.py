@@ -109,6 +109,8 @@ class LocalSimulator:
         threads: onnxruntime intra-op threads (default: one per core).
         render: keep the decode graph even for latent observations, to render frames.
         latents: ``sampled`` or ``mode`` (see :data:`LATENTS`).
+        decoder: what decodes frames (:class:`wmsim.runtime.graphs.Graphs`; default: OpenVINO
+            on the CPU where installed, int8 where the CPU has it).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class LocalSimulator:
         threads: int | None = None,
         render: bool = False,
         latents: str = DEFAULT_LATENTS,
+        decoder: str = "auto",
     ):
         from wmsim.runtime.dreams import Dreams
 
@@ -129,7 +132,7 @@ class LocalSimulator:
         check_latents(latents)
         decode = obs_type == "pixels" or render
         self.dreams: Dreams | None = Dreams(
-            bundle, num_rows, device=device, threads=threads, decode=decode
+            bundle, num_rows, device=device, threads=threads, decode=decode, decoder=decoder
         )
         self.dreams.mode[:] = latents == "mode"
         self.spec, self.num_rows, self.obs_type = self.dreams.spec, num_rows, obs_type

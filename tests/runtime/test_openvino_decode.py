@@ -1,5 +1,5 @@
-"""The OpenVINO decoder: the rewrite is exact, bf16 frames stay near onnxruntime's, and a
-row's frame does not depend on the rest of its call."""
+"""The OpenVINO decoder: the rewrite is exact, bf16 and int8 frames stay near onnxruntime's,
+and a row's frame does not depend on the rest of its call."""
 
 import numpy as np
 import pytest
@@ -79,9 +79,56 @@ def test_bf16_frames_differ_from_onnxruntime_by_a_few_levels_in_few_pixels(laten
     assert (diff > 2).mean() < 0.005 and diff.max() <= 32  # measured: 0.15% over 1, at most 10
 
 
-def test_a_rows_frame_is_the_same_in_any_call_and_once_its_batch_size_is_compiled(latents):
-    decoder = openvino_decode.OpenVinoDecoder(Graphs(DEFAULT).bundle.read_graph("decode"))
+@pytest.fixture(scope="module")
+def calibrated():
+    """The decode graph's bytes and its calibration latents, as Graphs makes an int8 decoder."""
+    graphs = Graphs(DEFAULT, device="cpu", decoder="onnxruntime")
+    return graphs.bundle.read_graph("decode"), graphs.calibration_latents()
+
+
+def test_int8_runs_the_first_convolutions_in_int8_and_stays_near_onnxruntime(
+    latents, reference, calibrated
+):
+    graph, calibration = calibrated
+    decoder = openvino_decode.OpenVinoDecoder(graph, calibration=calibration)
+    assert decoder.quantized == 2 and decoder.precision.startswith("int8+")  # of 4
+    diff = np.abs(decoder(latents).astype(int) - reference)
+    assert (diff > 2).mean() < 0.002 and diff.max() <= 64  # measured: 0.03% over 2, at most 26
+    if not openvino_decode.int8_native():
+        return
+    model = openvino_decode.core().read_model(graph)  # what the decoder compiled, profiled
+    openvino_decode.rewrite_transposed_convolutions(model)
+    openvino_decode.quantize_convolutions(model, calibration)
+    compiled = openvino_decode.core().compile_model(model, "CPU", {"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    request.infer([latents[:8]])
+    kernels = [p.exec_type for p in request.profiling_info if p.node_type == "Convolution"]
+    assert sum("I8" in kernel for kernel in kernels) == 2, kernels  # not FakeQuantize in float
+
+
+def test_int8_ranges_come_from_the_bundle_alone_the_same_on_any_thread_count(calibrated):
+    graph, calibration = calibrated
+    one = Graphs(DEFAULT, device="cpu", threads=1, decoder="onnxruntime").calibration_latents()
+    np.testing.assert_array_equal(one, calibration)
+    model = openvino_decode.core().read_model(graph)
+    openvino_decode.rewrite_transposed_convolutions(model)
+    ranges = openvino_decode.input_ranges(model, calibration, 4)
+    assert [low for low, _ in ranges] == [0.0] * 4  # ReLU outputs
+    highs = np.array([high for _, high in ranges]) / openvino_decode.RANGE_STEP
+    np.testing.assert_array_equal(highs, highs.round())  # rounded up: one float apart is the same
+    assert (highs > 1).all()
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_a_rows_frame_is_the_same_in_any_call_on_any_thread_count_and_compiled_for_its_batch(
+    latents, calibrated, int8
+):
+    graph, calibration = calibrated
+    calibration = calibration if int8 else None
+    decoder = openvino_decode.OpenVinoDecoder(graph, calibration=calibration)
     whole = decoder(latents)
+    one_thread = openvino_decode.OpenVinoDecoder(graph, threads=1, calibration=calibration)
+    np.testing.assert_array_equal(one_thread(latents), whole)
     rng = np.random.default_rng(1)
     for size in (1, 3, 16, 13, 15, 16, 14, 11, 64):  # 9-16 four times: a compiled model of 16
         rows = rng.permutation(len(latents))[:size]
@@ -99,7 +146,12 @@ def test_a_rows_frame_is_the_same_in_any_call_and_once_its_batch_size_is_compile
 
 def test_graphs_pick_the_decoder(monkeypatch):
     auto = Graphs(DEFAULT, device="cpu", threads=1)
-    assert auto.decoder == "openvino " + ("bf16" if openvino_decode.bf16_native() else "f32")
+    floats = "bf16" if openvino_decode.bf16_native() else "f32"
+    int8 = "int8+" if openvino_decode.int8_native() else ""
+    assert auto.decoder == f"openvino {int8}{floats}"
+    assert Graphs(DEFAULT, device="cpu", decoder="openvino").decoder == f"openvino {floats}"
+    int8_asked = Graphs(DEFAULT, device="cpu", decoder="openvino-int8")
+    assert int8_asked.decoder.startswith("openvino int8")
     assert Graphs(DEFAULT, device="cpu", decoder="onnxruntime").decoder == "onnxruntime"
     assert Graphs(DEFAULT, device="cpu", decode=False).decoder is None
     with pytest.raises(ValueError, match="decoder must be one of"):
@@ -108,6 +160,8 @@ def test_graphs_pick_the_decoder(monkeypatch):
     assert Graphs(DEFAULT, device="cpu").decoder == "onnxruntime"
     with pytest.raises(UserError, match=r"pip install 'wmsim\[cpu\]'"):
         Graphs(DEFAULT, device="cpu", decoder="openvino")
+    with pytest.raises(UserError, match="'openvino-int8' needs OpenVINO"):
+        Graphs(DEFAULT, device="cpu", decoder="openvino-int8")
 
 
 def test_a_graph_openvino_cannot_compile_falls_back_to_onnxruntime_unless_asked_for(monkeypatch):

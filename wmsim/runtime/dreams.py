@@ -44,7 +44,7 @@ class Dreams:
     Args:
         bundle: an opened bundle, or its path.
         capacity: rows.
-        device, threads, decode: as for :class:`wmsim.runtime.graphs.Graphs`.
+        device, threads, decode, decoder: as for :class:`wmsim.runtime.graphs.Graphs`.
         arena: where the state lives, as for :class:`wmsim.runtime.graphs.Runtime`.
     """
 
@@ -56,10 +56,11 @@ class Dreams:
         device: str = "auto",
         threads: int | None = None,
         decode: bool = True,
+        decoder: str = "auto",
         arena: str = "auto",
     ):
         self.runtime = Runtime(bundle, capacity, device=device, threads=threads, decode=decode,
-                               arena=arena)  # fmt: skip
+                               decoder=decoder, arena=arena)  # fmt: skip
         self.spec, self.capacity = self.runtime.bundle.spec, capacity
         self.num_contexts = self.runtime.num_contexts
         self.noise_shape = self.runtime.bundle.noise_shape

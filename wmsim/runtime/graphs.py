@@ -52,7 +52,10 @@ from wmsim.runtime import device_arena, openvino_decode, row_parts
 from wmsim.runtime.bound_step import BoundStep
 
 DEVICES = ("auto", "cpu", "cuda")
-DECODERS = ("auto", "onnxruntime", "openvino")
+DECODERS = ("auto", "onnxruntime", "openvino", "openvino-int8")
+CALIBRATION_CONTEXTS, CALIBRATION_STEPS = 32, 63
+"""An int8 decoder's calibration latents: this many start contexts observed, then this many
+steps dreamt from them (seeded actions and noise), the same in every process."""
 ARENAS = ("auto", "host", "device")
 START_CHUNK = 8
 """Start contexts observed per call. A context's start state is computed when a reset first
@@ -133,8 +136,10 @@ class Graphs:
             splits its rows into up to that many calls at once, each on one thread
             (:mod:`wmsim.runtime.row_parts`).
         decode: load the decode graph (latent-only clients skip it).
-        decoder: what runs the decode graph: ``onnxruntime``, ``openvino`` (CPU only), or
-            ``auto``: OpenVINO on the CPU when it is installed, else onnxruntime.
+        decoder: what runs the decode graph: ``onnxruntime``; ``openvino`` (CPU only, bf16
+            where native, else f32); ``openvino-int8`` (the same with the convolutions before the
+            last two in int8, calibrated on the bundle's own latents); or ``auto``: OpenVINO on
+            the CPU when it is installed, with int8 where the CPU computes it, else onnxruntime.
     """
 
     def __init__(
@@ -170,26 +175,32 @@ class Graphs:
         self.step_parts = (threads or row_parts.cores()) if self.device == "cpu" else 1
         """At most this many parts of a step's rows run at once (:mod:`row_parts`)."""
         self.decoder: str | None = None
-        """What decodes frames: ``onnxruntime``, ``openvino bf16`` or ``openvino f32``."""
+        """What decodes frames: ``onnxruntime``, or ``openvino`` and its precision
+        (``bf16``, ``f32``, ``int8+bf16``, ``int8+f32``)."""
         self._decode = self._decoder(decoder, threads) if decode else None
 
     def _decoder(self, decoder: str, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
         """The decode call, latents -> frames, on onnxruntime or OpenVINO (see the docstring)."""
-        if decoder == "openvino" and self.device != "cpu":
-            raise UserError("decoder 'openvino' runs on the CPU only; pass device='cpu'")
-        if decoder == "openvino" and not openvino_decode.available():
-            raise UserError("decoder 'openvino' needs OpenVINO: pip install 'wmsim[cpu]'")
+        chosen = decoder.startswith("openvino")
+        if chosen and self.device != "cpu":
+            raise UserError(f"decoder {decoder!r} runs on the CPU only; pass device='cpu'")
+        if chosen and not openvino_decode.available():
+            raise UserError(f"decoder {decoder!r} needs OpenVINO: pip install 'wmsim[cpu]'")
         auto = decoder == "auto" and self.device == "cpu" and openvino_decode.available()
         session, self.decoder = self.sessions["decode"], "onnxruntime"
 
         def on_onnxruntime(latent: np.ndarray) -> np.ndarray:
             return session.run(None, {"latent": latent})[0]
 
-        if decoder != "openvino" and not auto:
+        if not chosen and not auto:
             return on_onnxruntime
         try:
             graph = self.bundle.read_graph("decode")
-            compiled = openvino_decode.OpenVinoDecoder(graph, threads=threads)
+            int8 = decoder == "openvino-int8" or (auto and openvino_decode.int8_native())
+            calibration = self.calibration_latents() if int8 else None
+            compiled = openvino_decode.OpenVinoDecoder(
+                graph, threads=threads, calibration=calibration
+            )
         except Exception as error:  # OpenVINO raises its own types for graphs it cannot take
             problem = f"{self.bundle.graph('decode')} cannot be compiled by OpenVINO ({error})"
             if auto:  # onnxruntime has loaded it: frames as exported, only slower
@@ -200,6 +211,24 @@ class Graphs:
             ) from None
         self.decoder = f"openvino {compiled.precision}"
         return compiled
+
+    def calibration_latents(self) -> np.ndarray:
+        """Latents of the bundle's own frames, to calibrate an int8 decoder on (N, ...).
+
+        The first :data:`CALIBRATION_CONTEXTS` start contexts observed, then
+        :data:`CALIBRATION_STEPS` steps dreamt from them with seeded actions and noise.
+        """
+        contexts = self.bundle.start_contexts()
+        n = min(CALIBRATION_CONTEXTS, len(contexts["frames"]))
+        state, latent = self.observe(
+            contexts["frames"][:n], contexts["actions"][:n], contexts["is_first"][:n]
+        )
+        out, rng = [latent], np.random.default_rng(0)
+        for _ in range(CALIBRATION_STEPS):
+            actions = rng.integers(len(self.bundle.actions), size=n)
+            state, _, _, latent = self.step(state, actions, self.bundle.noise(n, rng))
+            out.append(latent)
+        return np.concatenate(out).astype(np.float32)
 
     def observe(
         self, frames: np.ndarray, actions: np.ndarray, is_first: np.ndarray
