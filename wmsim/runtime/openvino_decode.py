@@ -319,18 +319,21 @@ def quantize_convolutions(model, calibration: np.ndarray) -> int:
     int8 (VNNI).
     """
     convolutions = _convolutions(model)[:-FLOAT_LAST]
-    ranges = input_ranges(model, calibration, len(convolutions))
+    if not convolutions:
+        return 0
+    ranges, count = input_ranges(model, calibration, len(convolutions)), 0
     for node, (low, high) in zip(convolutions, ranges, strict=True):
         weight = _constant(node.input_value(1))
-        if weight is None:
+        if weight is None:  # computed weights: left as they are
             continue
+        count += 1
         quantized = _fake_quantize(node.input_value(0), low, high, 256)
         node.input(0).replace_source_output(quantized.output(0))
         bound = np.abs(weight).reshape(len(weight), -1).max(1).reshape(-1, 1, 1, 1)
         bound = np.maximum(bound, np.finfo(np.float32).tiny)
         quantized = _fake_quantize(ops.constant(weight), -bound, bound, 255)
         node.input(1).replace_source_output(quantized.output(0))
-    return _checked(model, len(convolutions))
+    return _checked(model, count)
 
 
 @functools.cache
