@@ -143,7 +143,7 @@ def runtime_rate(bundle, batch, pixels, steps, repeats, device, threads, decoder
 
     def step():
         actions = rng.integers(len(ACTIONS), size=batch)
-        runtime.step(rows, actions, rng.random(shape, dtype=np.float32))
+        runtime.advance(rows, actions, rng.random(shape, dtype=np.float32))
         if pixels:
             runtime.frames(rows)
 

@@ -139,7 +139,6 @@ for arena in ("host", "device"):
     noise = runtime.bundle.noise
     record = [*runtime.step(some, rng.integers(4, size=len(some)), noise(len(some), rng))]
     record += [*runtime.step(rows, rng.integers(4, size=capacity), noise(capacity, rng))]
-    record = [np.array(r) for r in record]  # a host step of every row returns its arena
     actions, noises = rng.integers(4, size=capacity), noise(capacity, rng)
     started = time.perf_counter()
     for _ in range(steps):  # every row, its latents to the host each step as a latent env's

@@ -148,7 +148,7 @@ class Dreams:
         self._used[rows] += 1
         noise = draws[:, :-1].reshape(len(rows), *self.noise_shape)
         noise[self.mode[rows]] = self.mode_noise
-        reward, cont, _ = self.runtime.step(rows, actions, np.ascontiguousarray(noise))
+        reward, cont = self.runtime.advance(rows, actions, np.ascontiguousarray(noise))
         self._current[rows] = False
         return reward, cont, draws[:, -1] >= cont
 

@@ -267,9 +267,9 @@ class Runtime:
     """Dream rows on a bundle's graphs: a state arena of ``capacity`` rows.
 
     Rows are addressed by index. :meth:`reset` puts rows at the start of given
-    start contexts; :meth:`step` advances any subset of rows by one step in one
-    graph call. Same arguments give the same results: all randomness comes in
-    as the ``noise`` argument.
+    start contexts; :meth:`advance` (or :meth:`step`, which adds the new latents)
+    moves any subset of rows by one step in one graph call. Same arguments give
+    the same results: all randomness comes in as the ``noise`` argument.
 
     Args:
         bundle: an opened bundle, or its path.
@@ -383,20 +383,30 @@ class Runtime:
     def step(
         self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance ``rows`` by ``actions`` (n,) with ``noise`` (n, *noise shape) in one call.
+        """:meth:`advance`, and the new latents of ``rows``.
 
         Returns:
-            reward (n,), continue probability (n,), latent (n, ...) of the new frames; after
-            a step of every row on the CPU the latents are the arena's, which the next step
-            overwrites: copy them to keep them.
+            reward (n,), continue probability (n,), latent (n, ...) of the new frames, a copy.
+        """
+        reward, cont = self.advance(rows, actions, noise)
+        return reward, cont, self.latents_of(rows)
+
+    def advance(
+        self, rows: np.ndarray, actions: np.ndarray, noise: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance ``rows`` by ``actions`` (n,) with ``noise`` (n, *noise shape) in one call.
+
+        The new latents stay in the arena (on the device, on CUDA) until asked for.
+
+        Returns:
+            reward (n,), continue probability (n,).
         """
         rows = np.asarray(rows, np.int64)
         if len(rows) == 0:
             empty = np.zeros(0, np.float32)
-            return empty, empty, self.latents_of(rows)
+            return empty, empty
         if self.on_device is not None:
-            reward, cont = self.on_device.step(rows, actions, noise)
-            return reward, cont, self.on_device.latents(rows)
+            return self.on_device.step(rows, actions, noise)
         everything = self._all(rows)
         if everything and self.graphs.device == "cpu":
             return self._step_bound(actions, noise)
@@ -409,11 +419,9 @@ class Runtime:
             for k, array in self.arena.items():
                 array[rows] = state[k]
             self.latents[rows] = latent
-        return reward, cont, latent
+        return reward, cont
 
-    def _step_bound(
-        self, actions: np.ndarray, noise: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _step_bound(self, actions: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every row's step through the :class:`BoundStep`; the arena moves to the other copy."""
         if self._bound is None:  # from now on the arena is always one of the two copies
             spare = {k: np.empty_like(v) for k, v in self.arena.items()}
@@ -423,7 +431,7 @@ class Runtime:
         (arenas, latents), read = self._copies, int(self.arena is self._copies[0][1])
         reward, cont = self._bound.run(read, actions, noise)
         self.arena, self.latents = arenas[1 - read], latents[1 - read]
-        return reward, cont, self.latents
+        return reward, cont
 
     def latents_of(self, rows: np.ndarray) -> np.ndarray:
         """The current latents of ``rows`` (n, ...), a copy on the host."""
