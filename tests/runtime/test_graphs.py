@@ -118,6 +118,43 @@ def test_decode_can_be_left_out_for_latent_clients():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_a_step_of_some_rows_on_bound_scratch_buffers_dreams_what_an_unbound_step_dreams(
+    threads, monkeypatch
+):
+    """Some rows of a larger arena (a server's batch), stepped on the bound scratch buffers ==
+    the same step fed and joined by hand (the unbound graph call), arena and latents alike.
+
+    Rows in order and shuffled, batches of several sizes (more than are kept, so a bound
+    step is dropped and made again), one part and two.
+    """
+    import wmsim.runtime.graphs as graphs_module
+
+    monkeypatch.setattr(graphs_module, "SOME_ROWS_KEPT", 2)
+    capacity = 50
+    bound = Runtime(DEFAULT, capacity, device="cpu", threads=threads, decode=False)
+    plain = Runtime(DEFAULT, capacity, device="cpu", threads=threads, decode=False)
+    everything = np.arange(capacity)
+    for runtime in (bound, plain):
+        runtime.reset(everything, everything % runtime.num_contexts)
+    shuffled = np.random.default_rng(0).permutation(capacity)
+    batches = [np.arange(5, 40), shuffled[:35], shuffled[:3], shuffled[10:30], np.arange(35)]
+    for t, rows in enumerate(batches * 2):
+        actions, n_t = (rows + t) % 4, noise(bound, len(rows), t)
+        reward, cont = bound.advance(rows, actions, n_t)
+        state = {k: v[rows] for k, v in plain.arena.items()}
+        state, expected_reward, expected_cont, latent = plain.graphs.step(state, actions, n_t)
+        for k, array in plain.arena.items():
+            array[rows] = state[k]
+        plain.latents[rows] = latent
+        np.testing.assert_array_equal(reward, expected_reward)
+        np.testing.assert_array_equal(cont, expected_cont)
+        for k, array in bound.arena.items():
+            np.testing.assert_array_equal(array, plain.arena[k], err_msg=k)
+        np.testing.assert_array_equal(bound.latents, plain.latents)
+    assert len(bound._some) == 2 and bound._bound is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_a_step_of_every_row_through_bound_buffers_dreams_what_a_subset_step_dreams(threads):
     """Every row stepped (the bound ping-pong arenas) == the same rows of a larger arena.
 

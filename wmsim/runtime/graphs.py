@@ -6,8 +6,9 @@
 start contexts computed once (a reset is a copy), and steps over any subset
 of rows, batched into one graph call. A step of every row on the CPU, what an
 in-process vector env does each step, goes through :class:`BoundStep`: two
-copies of the arena with the graph's inputs and outputs bound to them
-(:mod:`wmsim.runtime.bound_step`).
+copies of the arena with the graph's inputs and outputs bound to them; a step of
+some rows (a server's batch) goes through :class:`SomeRows`, scratch buffers bound
+once per batch size (:mod:`wmsim.runtime.bound_step`).
 
 Providers: ``device="auto"`` takes CUDA when onnxruntime-gpu is installed and
 sees a GPU, else the CPU, quietly: probing for CUDA on a CPU machine prints
@@ -49,7 +50,7 @@ from wmsim.bundle import (
     open_bundle,
 )
 from wmsim.runtime import device_arena, openvino_decode, row_parts
-from wmsim.runtime.bound_step import BoundStep
+from wmsim.runtime.bound_step import BoundStep, SomeRows
 
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "onnxruntime", "openvino", "openvino-int8")
@@ -57,6 +58,9 @@ CALIBRATION_CONTEXTS, CALIBRATION_STEPS = 32, 63
 """An int8 decoder's calibration latents: this many start contexts observed, then this many
 steps dreamt from them (seeded actions and noise), the same in every process."""
 ARENAS = ("auto", "host", "device")
+SOME_ROWS_KEPT = 8
+"""Bound steps of some rows (:class:`SomeRows`) a runtime keeps, one per number of rows: a
+server's batches come in a few sizes (one per mix of its clients), each bound once."""
 START_CHUNK = 8
 """Start contexts observed per call. A context's start state is computed when a reset first
 draws it, with the other contexts of its chunk: start-up costs nothing however many contexts a
@@ -311,6 +315,7 @@ class Runtime:
         """The arena on the graphs' device, or None: the arena is :attr:`arena` (host)."""
         self._bound: BoundStep | None = None  # made by the first step of every row (CPU)
         self._copies: tuple[tuple[dict, dict], tuple[np.ndarray, np.ndarray]] | None = None
+        self._some: dict[int, SomeRows] = {}  # by rows stepped, the latest used last (CPU)
 
     def _device_arena(self, arena: str, threads: int | None) -> device_arena.DeviceArena | None:
         if arena == "host" or (arena == "auto" and self.graphs.device != "cuda"):
@@ -408,8 +413,10 @@ class Runtime:
         if self.on_device is not None:
             return self.on_device.step(rows, actions, noise)
         everything = self._all(rows)
-        if everything and self.graphs.device == "cpu":
-            return self._step_bound(actions, noise)
+        if self.graphs.device == "cpu":
+            if everything:
+                return self._step_bound(actions, noise)
+            return self._some_rows(len(rows)).run(self.arena, self.latents, rows, actions, noise)
         state = self.arena if everything else {k: v[rows] for k, v in self.arena.items()}
         state, reward, cont, latent = self.graphs.step(state, actions, noise)
         if everything:
@@ -427,11 +434,22 @@ class Runtime:
             spare = {k: np.empty_like(v) for k, v in self.arena.items()}
             arenas, latents = (self.arena, spare), (self.latents, np.empty_like(self.latents))
             self._copies = arenas, latents
-            self._bound = BoundStep(self.graphs, arenas, latents)
+            pairs = [(arenas[r], arenas[1 - r], latents[1 - r]) for r in (0, 1)]
+            self._bound = BoundStep(self.graphs, pairs)  # set r reads copy r, writes the other
         (arenas, latents), read = self._copies, int(self.arena is self._copies[0][1])
         reward, cont = self._bound.run(read, actions, noise)
         self.arena, self.latents = arenas[1 - read], latents[1 - read]
         return reward, cont
+
+    def _some_rows(self, count: int) -> SomeRows:
+        """The bound step of ``count`` rows, made on first use; the least recently used goes."""
+        some = self._some.pop(count, None)
+        if some is None:
+            some = SomeRows(self.graphs, self.arena, self.latents, count)
+            if len(self._some) >= SOME_ROWS_KEPT:
+                self._some.pop(next(iter(self._some)))
+        self._some[count] = some
+        return some
 
     def latents_of(self, rows: np.ndarray) -> np.ndarray:
         """The current latents of ``rows`` (n, ...), a copy on the host."""
