@@ -373,10 +373,9 @@ def _bundle_eval(argv: list[str]) -> int:
         raise UserError(
             f"--branches and --horizon must be positive, got {args.branches} and {args.horizon}"
         )
-    from wmsim.runtime.graphs import DECODERS
+    from wmsim.runtime.graphs import check_decoder_option
 
-    if args.decoder not in DECODERS:
-        raise UserError(f"--decoder must be one of {', '.join(DECODERS)}, got {args.decoder!r}")
+    check_decoder_option(args.decoder)
     bundle = open_bundle(args.path)
     metrics = evaluate_bundle(
         bundle, steps=args.steps, seed=args.seed, stride=args.stride, sampled=args.sampled,

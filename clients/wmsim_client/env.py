@@ -100,19 +100,20 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     simulator: Simulator | None,
     remote: dict[str, Any] | None = None,
     latents: str = DEFAULT_LATENTS,
+    decoder: str = "auto",
 ) -> Simulator:
     """The given simulator after checking it fits, else a remote or a local one of ``game``.
 
     Args:
-        game, model, num_rows, obs_type, render_mode, device, threads, simulator, latents: as
-            the envs take them (``num_rows`` is their number of envs).
+        game, model, num_rows, obs_type, render_mode, device, threads, simulator, latents,
+            decoder: as the envs take them (``num_rows`` is their number of envs).
         remote: ``server`` (``host:port``, a list of them for replicas, None for a
             LocalSimulator), ``token``, ``tls``, ``timeout`` and ``tune_malloc``, as
             :class:`wmsim_client.remote.RemoteSimulator` takes them.
 
     Raises:
         ValueError: the given simulator has another row count or observation type, or a
-            server was given together with a model.
+            server was given together with a model or a decoder.
         wmsim.errors.UserError: there is no bundle for ``game``, or the model is of another game.
     """
     check_latents(latents)
@@ -132,6 +133,11 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
     if remote.get("server") is not None:
         if model is not None:
             raise ValueError("give model= or server=, not both: a server dreams with its own model")
+        if decoder != "auto":
+            raise ValueError(
+                f"decoder={decoder!r} applies to dreams in this process; a server decodes "
+                "with its own decoder (wmsim serve --decoder)"
+            )
         server = remote.pop("server")
         if isinstance(server, str) and server.startswith(SAME_HOST):
             from wmsim_client.same_host import SameHostSimulator
@@ -152,7 +158,7 @@ def open_simulator(  # noqa: D417 (the envs document the shared options)
         path = resolve_model(game, model)
         render = render_mode == "rgb_array"
         built = LocalSimulator(path, num_rows, obs_type=obs_type, device=device, threads=threads,
-                               render=render, latents=latents)  # fmt: skip
+                               render=render, latents=latents, decoder=decoder)  # fmt: skip
         source = f"{path} is"
     if built.spec["game"] != game:  # e.g. WMSIM_MODEL names one game's model for all
         built.close()
@@ -200,6 +206,11 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         render_mode: None or ``"rgb_array"`` (the current frame, also for latent observations).
         device: where onnxruntime runs the model: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         threads: onnxruntime intra-op threads (default: one per core).
+        decoder: what decodes frames in this process: ``"auto"`` (default: OpenVINO on the
+            CPU where it is installed, its first convolutions in int8 where the CPU has it;
+            onnxruntime elsewhere), ``"onnxruntime"`` (the exported graph exactly, as on a
+            GPU), ``"openvino"`` (bf16 or f32, no int8) or ``"openvino-int8"``. Latents,
+            rewards and ends are the same whichever decodes (docs/speed.md).
         max_episode_steps: truncate episodes after this many steps. Usually None: the
             registered ids get gymnasium's TimeLimit instead.
         ends: ``"likely"`` (default): an episode ends where the continue head's probability
@@ -209,10 +220,11 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         latents: ``"mode"`` (default): each step's latents take their most likely class, so
             the dream follows the actions; ``"sampled"``: drawn from the model's prediction,
             as the papers imagine (see :data:`wmsim_client.simulator.DEFAULT_LATENTS`).
-        simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``
-            and the server options are then unused.
+        simulator: a ready simulator of one row to drive; ``model``, ``device``, ``threads``,
+            ``decoder`` and the server options are then unused.
         server: ``host:port`` of a ``wmsim serve`` to dream on instead of in this process
-            (same seeds, same dreams); ``model``, ``device`` and ``threads`` are then unused.
+            (same seeds, same dreams); ``model``, ``device`` and ``threads`` are then unused,
+            and ``decoder`` must stay ``"auto"``: the server decodes.
             A list of them is a set of replicas serving the same model (a name in it stands
             for every address it resolves to): the env's session opens on the first, and a
             reset after that replica is lost reopens it on another
@@ -237,6 +249,7 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
         device: str = "auto",
         threads: int | None = None,
+        decoder: str = "auto",
         max_episode_steps: int | None = None,
         ends: str = DEFAULT_ENDS,
         latents: str = DEFAULT_LATENTS,
@@ -254,7 +267,7 @@ class DreamEnv(gymnasium.Env[np.ndarray, np.int64]):
             device=device, threads=threads, simulator=simulator,
             remote={"server": server, "token": token, "tls": tls, "timeout": timeout,
                     "tune_malloc": tune_malloc},
-            latents=latents,
+            latents=latents, decoder=decoder,
         )  # fmt: skip
         spec = self.simulator.spec
         # the real game's settings the model learned from (frame skip, resize, ...)

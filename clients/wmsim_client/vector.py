@@ -71,14 +71,14 @@ class DreamVectorEnv(VectorEnv):
 
     Args:
         num_envs: sub-envs (dream rows).
-        game, model, obs_type, render_mode, device, threads: as for
+        game, model, obs_type, render_mode, device, threads, decoder: as for
             :class:`wmsim_client.env.DreamEnv`.
         max_episode_steps: truncate each episode after this many steps (``make_vec``
             passes the registration's limit here); None for no limit.
         ends, latents: as for :class:`wmsim_client.env.DreamEnv`.
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED, as gymnasium defines them.
-        simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``
-            and ``threads`` are then unused.
+        simulator: a ready simulator of ``num_envs`` rows to drive; ``model``, ``device``,
+            ``threads`` and ``decoder`` are then unused.
         server, token, tls, timeout, tune_malloc: dream on a ``wmsim serve``, as for
             :class:`wmsim_client.env.DreamEnv`. A list of servers is a set of replicas: the
             sub-envs are split evenly over them (sub-envs 0..k-1 on the first, ...) and a
@@ -99,6 +99,7 @@ class DreamVectorEnv(VectorEnv):
         render_mode: str | None = None,
         device: str = "auto",
         threads: int | None = None,
+        decoder: str = "auto",
         max_episode_steps: int | None = None,
         ends: str = DEFAULT_ENDS,
         latents: str = DEFAULT_LATENTS,
@@ -121,7 +122,7 @@ class DreamVectorEnv(VectorEnv):
             render_mode=render_mode, device=device, threads=threads, simulator=simulator,
             remote={"server": server, "token": token, "tls": tls, "timeout": timeout,
                     "tune_malloc": tune_malloc},
-            latents=latents,
+            latents=latents, decoder=decoder,
         )  # fmt: skip
         self.closed = False
         spec = self.simulator.spec

@@ -34,6 +34,7 @@ from wmsim.rpc.memory import keep_freed_memory
 from wmsim.rpc.v1 import dream_pb2 as pb
 from wmsim.rpc.v1 import dream_pb2_grpc as pb_grpc
 from wmsim.runtime.dreams import Dreams
+from wmsim.runtime.graphs import check_decoder_option
 from wmsim.store import resolve_model
 from wmsim_server.same_host import SameHostServer
 from wmsim_server.service import DreamService, Gate, event, request_limit
@@ -79,6 +80,10 @@ class ServeArgs:
     """Where onnxruntime runs the model: auto, cpu or cuda."""
     threads: int | None = None
     """Threads of a model call, in onnxruntime and OpenVINO (default: one per core)."""
+    decoder: str = "auto"
+    """What decodes frames: auto (OpenVINO on the CPU where installed, int8 where the CPU has
+    it; onnxruntime elsewhere), onnxruntime (the exported graph exactly), openvino (no int8)
+    or openvino-int8. Latents, rewards and ends are the same whichever decodes."""
     warm_starts: bool = True
     """Compute every start context's state before serving (the shipped Breakout's 1,024 in
     about 1 s on 2 cores). Without it a reset computes its context's on first use: 10-30 ms
@@ -121,6 +126,7 @@ def _check(args: ServeArgs) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_delay_ms < 0 or args.idle_timeout_s <= 0:
         raise UserError("--max-delay-ms must be at least 0 and --idle-timeout-s above 0")
+    check_decoder_option(args.decoder)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UserError("TLS needs both --tls-cert and --tls-key")
     for path in (args.tls_cert, args.tls_key):
@@ -190,7 +196,7 @@ async def run_server(args: ServeArgs, ready=None) -> int:
     # On 2 cores, one client of 64 pixel envs stepped 8,312/s against 5,354 with one thread;
     # of 64 latent envs 33,344 against 34,785
     threads = args.threads or os.cpu_count() or 1
-    dreams = Dreams(path, args.max_envs, device=args.device, threads=threads)
+    dreams = Dreams(path, args.max_envs, device=args.device, threads=threads, decoder=args.decoder)
     if args.warm_starts:
         start = time.perf_counter()
         runtime = dreams.runtime
@@ -254,6 +260,7 @@ async def run_server(args: ServeArgs, ready=None) -> int:
         model=path,
         game=dreams.spec["game"],
         device=dreams.runtime.graphs.device,
+        decoder=dreams.runtime.graphs.decoder or "none",
         threads=threads,
         max_envs=args.max_envs,
         max_batch=args.max_batch,

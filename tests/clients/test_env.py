@@ -201,3 +201,33 @@ def test_make_works_in_a_fresh_process_without_importing_wmsim(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert result.stdout.startswith("DreamEnv (64, 64, 3) (")
+
+
+def test_the_decoder_is_chosen_where_the_env_is_made():
+    """``decoder=`` reaches the env's graphs: onnxruntime shows the exported graph's frames
+    exactly; openvino decodes without int8; a server decodes with its own."""
+    from wmsim.runtime import openvino_decode
+    from wmsim.runtime.graphs import Graphs
+
+    env = gymnasium.make("wmsim/Breakout-dream-v0", decoder="onnxruntime")
+    try:
+        env.reset(seed=5)
+        for action in (1, 2, 3, 0):
+            frame = env.step(action)[0]
+        dreams = env.unwrapped.simulator.dreams
+        assert dreams.runtime.graphs.decoder == "onnxruntime"
+        exported = Graphs(dreams.runtime.bundle, device="cpu", decoder="onnxruntime")
+        np.testing.assert_array_equal(frame, exported.decode(dreams.latents(np.array([0])))[0])
+    finally:
+        env.close()
+    if openvino_decode.available():
+        envs = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=2, decoder="openvino")
+        try:
+            decoder = envs.simulator.dreams.runtime.graphs.decoder
+            assert decoder.startswith("openvino ") and "int8" not in decoder
+        finally:
+            envs.close()
+    with pytest.raises(ValueError, match="a server decodes with its own"):
+        gymnasium.make("wmsim/Breakout-dream-v0", server="127.0.0.1:1", decoder="onnxruntime")
+    with pytest.raises(ValueError, match="decoder must be one of auto, onnxruntime"):
+        gymnasium.make("wmsim/Breakout-dream-v0", decoder="fast")

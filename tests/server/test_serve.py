@@ -454,6 +454,7 @@ def test_a_bounded_load_of_32_clients_finishes_without_errors():
         (["--tls-cert", "cert.pem"], "TLS needs both --tls-cert and --tls-key"),
         (["--model", "no-such.wmsim"], "no model bundle 'no-such.wmsim'"),
         (["--host", "192.0.2.1", "--port", "0"], "cannot bind 192.0.2.1:0"),
+        (["--decoder", "fast"], "--decoder must be one of auto, onnxruntime, openvino"),
     ],
 )
 def test_bad_serve_options_are_one_line_errors(args, message):
@@ -502,3 +503,21 @@ def test_start_states_are_computed_before_serving_unless_told_not_to():
         assert f"contexts={contexts} " in server.wait_for_log("event=warmed")
     with served("--max-envs", "4", "--no-warm-starts") as server:
         assert not any("event=warmed" in line for line in server.logs)
+
+
+def test_the_server_decodes_with_the_decoder_it_is_given():
+    """``--decoder onnxruntime``: served frames are the exported graph's, bit for bit what an
+    in-process env with ``decoder="onnxruntime"`` shows for the same seed."""
+    with served("--warm-starts", "--max-envs", "2", "--decoder", "onnxruntime") as server:
+        assert "decoder=onnxruntime " in server.wait_for_log("event=serving")
+        actions = [1, 0, 3, 2, 2, 1, 0, 0]
+        remote = gymnasium.make(ID, server=server.address)
+        local = gymnasium.make(ID, decoder="onnxruntime")
+        try:
+            frames = [[env.reset(seed=3)[0]] + [env.step(a)[0] for a in actions]
+                      for env in (remote, local)]  # fmt: skip
+        finally:
+            remote.close()
+            local.close()
+    for served_frame, local_frame in zip(*frames, strict=True):
+        np.testing.assert_array_equal(served_frame, local_frame)

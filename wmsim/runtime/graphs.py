@@ -54,6 +54,14 @@ from wmsim.runtime.bound_step import BoundStep, SomeRows
 
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "onnxruntime", "openvino", "openvino-int8")
+
+
+def check_decoder_option(decoder: str) -> None:
+    """A command's ``--decoder``: one of :data:`DECODERS`, else a UserError naming them."""
+    if decoder not in DECODERS:
+        raise UserError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+
+
 CALIBRATION_CONTEXTS, CALIBRATION_STEPS = 32, 63
 """An int8 decoder's calibration latents: this many start contexts observed, then this many
 steps dreamt from them (seeded actions and noise), the same in every process."""
