@@ -98,13 +98,17 @@ def job_from(request: pb.StepRequest, session: Session, num_actions: int) -> Job
         )
     if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
         raise ValueError(f"actions must be in [0, {num_actions}), got {_shown(actions)}")
-    never = step_envs[~session.ready[step_envs]]
-    if len(never):
-        raise RuntimeError(f"reset envs {_shown(never)} before stepping them")
-    unseen = frame_envs[~(session.ready[frame_envs] | np.isin(frame_envs, reset_envs))]
-    if len(unseen):  # a row's frame before its first reset would be its last owner's
-        raise RuntimeError(f"reset envs {_shown(unseen)} before asking for their frames")
-    session.ready[reset_envs] = True
+    if not session.all_ready:
+        never = step_envs[~session.ready[step_envs]]
+        if len(never):
+            raise RuntimeError(f"reset envs {_shown(never)} before stepping them")
+        if len(frame_envs):
+            unseen = frame_envs[~(session.ready[frame_envs] | np.isin(frame_envs, reset_envs))]
+            if len(unseen):  # a row's frame before its first reset would be its last owner's
+                raise RuntimeError(f"reset envs {_shown(unseen)} before asking for their frames")
+        if len(reset_envs):
+            session.ready[reset_envs] = True
+            session.all_ready = bool(session.ready.all())
     seeds = [r.seed if r.HasField("seed") else None for r in request.resets]
     job = Job(
         session.obs_type,

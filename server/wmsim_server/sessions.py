@@ -42,6 +42,8 @@ class Session:
     peer: str
     ready: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     """Per env: reset at least once, so it may step."""
+    all_ready: bool = False
+    """Every env was reset at least once: a request's envs need no such check."""
     started: bool = False
     """Its first request was taken: its rows got fresh generators with it."""
     streaming: bool = False
