@@ -69,3 +69,16 @@ def test_a_forked_child_gets_a_pool_of_its_own():
         os._exit(0 if ok and (out == np.arange(1, 65)).all() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_take_is_fancy_indexing_into_a_given_array_and_refuses_rows_out_of_range():
+    array = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    rows = np.array([4, 0, 2, 2])
+    out = np.empty((4, 3, 2), np.float32)
+    assert row_parts.take(array, rows, out) is out
+    np.testing.assert_array_equal(out, array[rows])
+    np.testing.assert_array_equal(row_parts.take(array, rows), array[rows])
+    assert row_parts.take(array, np.zeros(0, np.int64)).shape == (0, 3, 2)
+    for bad in ([5], [-1], [0, 7]):
+        with pytest.raises(IndexError, match=r"rows must be in \[0, 5\)"):
+            row_parts.take(array, np.array(bad), out[: len(bad)])

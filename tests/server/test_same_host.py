@@ -44,7 +44,8 @@ def server(folder):
 
 @pytest.mark.parametrize("obs_type", ["pixels", "latent"])
 def test_same_host_dreams_what_in_process_dreams_for_the_same_seeds(server, obs_type):
-    options = {"obs_type": obs_type, "latents": "sampled", "ends": "sampled"}
+    options = {"obs_type": obs_type, "latents": "sampled", "ends": "sampled",
+               "render_mode": "rgb_array"}  # fmt: skip
     near = gymnasium.make_vec(ID, num_envs=8, server=server.local, **options)
     local = gymnasium.make_vec(ID, num_envs=8, threads=1, **options)
     ends = 0
@@ -55,6 +56,7 @@ def test_same_host_dreams_what_in_process_dreams_for_the_same_seeds(server, obs_
             assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3])
             ends += int(a[2].sum())
     assert ends > 0  # through episode ends and autoresets
+    np.testing.assert_array_equal(np.stack(near.render()), np.stack(local.render()))  # frames
     near.close()
     local.close()
 

@@ -109,7 +109,7 @@ class SomeRows:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Step ``rows`` of ``arena`` and ``latents`` in place -> reward, continue, copies."""
         for name, array in arena.items():
-            np.take(array, rows, axis=0, out=self._read[name])
+            row_parts.take(array, rows, self._read[name])
         reward, cont = self._step.run(0, actions, noise)
         for name, array in arena.items():
             array[rows] = self._written[name]

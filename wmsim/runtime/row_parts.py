@@ -101,6 +101,21 @@ class Workers:
         return [value for _, _, value in results]
 
 
+def take(array: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``array[rows]`` along the first axis, written into ``out`` when given.
+
+    ``np.take`` into ``out`` goes through a temporary buffer unless told to clip the
+    indices (64 frames of a 1,024-row arena: 35 us against 12), so they are checked here
+    and clipped, which leaves them as they are.
+
+    Raises:
+        IndexError: a row outside ``[0, len(array))``.
+    """
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(array)):
+        raise IndexError(f"rows must be in [0, {len(array)}), got {rows.min()}..{rows.max()}")
+    return np.take(array, rows, axis=0, out=out, mode="clip")
+
+
 @functools.cache
 def workers() -> Workers:
     """The process's pool (a forked child starts a new one: threads do not survive a fork)."""
