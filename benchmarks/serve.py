@@ -3,9 +3,9 @@
 For pixel and latent observations, with random actions and NEXT_STEP autoreset:
 
 - in-process: one ``DreamVectorEnv`` of ``--batch`` envs in this process;
-- remote, 1 client: one client process with a vector env of ``--batch`` envs on a
-  ``wmsim serve`` started here (the same bundle and device; both sides take their
-  default threads, one per core, unless ``--threads`` is given);
+- remote, 1 client: a vector env of ``--batch`` envs in this process on a ``wmsim serve``
+  started here (the same bundle and device; both sides take their default threads, one per
+  core, unless ``--threads`` is given), as an RL library's process would hold it;
 - remote, N clients: ``--clients`` processes with ``--batch / --clients`` envs each,
   stepping at once, so the batcher must merge them to keep up;
 - the same two over the same-host transport (``--socket``, ``server="local:PATH"``: a Unix
@@ -23,13 +23,19 @@ model call, shows the batcher merging clients. All three run with the malloc
 setting of :mod:`wmsim.rpc.memory` (the server, every client and this process,
 whose in-process dreams gain from it too) unless ``--no-tune-malloc`` leaves
 malloc alone everywhere. The in-process env observes its start contexts before
-timing, as the server does before it serves. Each setup runs
+timing, as the server does before it serves.
+
+In-process and the one-client setups are timed in turns, ``--rounds`` times, all open at once:
+their ratio is the median of the rounds' ratios (each round's remote rate over the same round's
+in-process rate), printed with its range, and their rates are the rounds' medians. On a small
+shared machine the rate of a setup moves by 10% from one second to the next, which separate
+best-of runs turned into ratios that moved by as much. The many-client setups run
 ``--repeats`` times, interleaved; the best run counts. Targets on a 2-core CPU:
 remote at least 0.9 (pixels) and 0.8 (latents) of in-process at batch 64, and
 16 x 4 at least 0.8 of 1 x 64; both are checked for each transport.
 
     python benchmarks/serve.py [--bundle PATH] [--batch 64] [--clients 16] [--steps 200]
-                               [--replicas 2] [--no-tune-malloc]
+                               [--rounds 6] [--replicas 2] [--no-tune-malloc]
 """
 
 from __future__ import annotations
@@ -158,16 +164,51 @@ def remote(
     return clients * num_envs * steps / seconds, [t for *_, lat in runs for t in lat], per_call
 
 
-def in_process(bundle, batch, obs_type, steps, device, threads):
-    """(env steps/s, latencies, envs per model call) of a vector env in this process."""
+def paired(  # noqa: D417 (the benchmark's own options are grouped)
+    bundle, batch, obs_type, steps, rounds, device, threads, tune_malloc, served, counted
+) -> dict[str, tuple[list[float], list[float], float]]:
+    """In-process and one client per transport, timed in turns for ``rounds`` rounds.
+
+    Args:
+        bundle, batch, obs_type, device, threads, tune_malloc: as for the whole benchmark.
+        steps: vector steps a setup takes in each round.
+        rounds: rounds of every setup in turn.
+        served: setup name -> server address, for the one-client setups.
+        counted: the gRPC address whose counters give envs per model call.
+
+    Returns:
+        Per setup (in-process first): each round's env steps/s, every step's latency, envs
+        per model call.
+    """
+    import gymnasium
     from wmsim_client.vector import DreamVectorEnv
 
-    envs = DreamVectorEnv(batch, model=bundle, obs_type=obs_type, device=device, threads=threads)
-    runtime = envs.simulator.dreams.runtime  # start states observed, as the server has them
+    import wmsim  # noqa: F401  registers the ids
+
+    envs = {"local": DreamVectorEnv(batch, model=bundle, obs_type=obs_type, device=device,
+                                    threads=threads)}  # fmt: skip
+    runtime = envs["local"].simulator.dreams.runtime  # start states observed, as served ones
     runtime.observe_contexts(np.arange(runtime.num_contexts))
-    start, end, latencies = drive(envs, steps, 0)
-    envs.close()
-    return batch * steps / (end - start), latencies, float(batch)
+    for name, address in served.items():
+        envs[name] = gymnasium.make_vec("wmsim/Breakout-dream-v0", num_envs=batch, server=address,
+                                        obs_type=obs_type, timeout=120,
+                                        tune_malloc=tune_malloc)  # fmt: skip
+    results = {name: ([], [], []) for name in envs}
+    try:
+        for round_ in range(rounds):
+            for name, envs_ in envs.items():
+                before = counters(counted) if name != "local" else (0, 0)
+                start, end, latencies = drive(envs_, steps, 1000 * round_)
+                after = counters(counted) if name != "local" else (batch, 1)
+                rates, every, per_call = results[name]
+                rates.append(batch * steps / (end - start))
+                every.extend(latencies)
+                per_call.append((after[0] - before[0]) / max(after[1] - before[1], 1))
+    finally:
+        for envs_ in envs.values():
+            envs_.close()
+    return {name: (rates, every, float(np.median(per_call)))
+            for name, (rates, every, per_call) in results.items()}  # fmt: skip
 
 
 def main() -> None:
@@ -179,7 +220,11 @@ def main() -> None:
         "--steps", type=int, default=200,
         help=f"vector steps per measurement ({LATENT_LONGER} times as many for one latent client)",
     )  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=6,
+        help="rounds of in-process and one client each, timed in turns",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=2, help="runs of the many-client setups")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (both sides)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     parser.add_argument("--obs", nargs="+", default=["pixels", "latent"])
@@ -241,42 +286,62 @@ def main() -> None:
             local = f"in-process 1 x {args.batch}"
             common = (obs_type, args.steps, args.tune_malloc)
             steps = args.steps * (LATENT_LONGER if obs_type == "latent" else 1)
-            alone = (obs_type, steps, args.tune_malloc)  # one client: as long as in-process
-            setups = {local: (partial(in_process, bundle, args.batch, obs_type, steps,
-                                      args.device, args.threads), None)}  # fmt: skip
-            for transport, where in (("grpc", address), ("same-host", local_address)):
+            transports = (("grpc", address), ("same-host", local_address))
+            ones = {
+                f"{transport} 1 client x {args.batch}": where for transport, where in transports
+            }
+            turns = paired(bundle, args.batch, obs_type, steps, args.rounds, args.device,
+                           args.threads, args.tune_malloc, ones, address)  # fmt: skip
+            local_rates, local_latencies, _ = turns.pop("local")
+            best = {local: (float(np.median(local_rates)), local_latencies, float(args.batch))}
+            per_round = {}  # one client over in-process, round by round
+            for name, (rates, latencies, per_call) in turns.items():
+                best[name] = (float(np.median(rates)), latencies, per_call)
+                per_round[name] = np.array(rates) / np.array(local_rates)
+            order, setups = [local], {}
+            for transport, where in transports:
                 counted = None if transport == "grpc" else address
                 one = f"{transport} 1 client x {args.batch}"
-                setups[one] = (partial(remote, where, 1, args.batch, *alone, counted=counted),
-                               local)  # fmt: skip
-                setups[f"{transport} {args.clients} clients x {small}"] = (
+                many = f"{transport} {args.clients} clients x {small}"
+                setups[many] = (
                     partial(remote, where, args.clients, small, *common, counted=counted),
                     one,
                 )
+                order += [one, many]
                 if args.client_threads:
                     setups[f"{transport} {args.clients} threads x {small}"] = (
                         partial(remote, where, args.clients, small, *common, threads=True,
                                 counted=counted), one)  # fmt: skip
+                    order.append(f"{transport} {args.clients} threads x {small}")
             if len(replicas) > 1:
-                setups[f"grpc 1 x {args.batch} on {len(replicas)} replicas"] = (
-                    partial(remote, replicas, 1, args.batch, *alone),
-                    f"grpc 1 client x {args.batch}")  # fmt: skip
-            best: dict[str, tuple[float, list[float], float]] = {}
+                name = f"grpc 1 x {args.batch} on {len(replicas)} replicas"
+                alone = partial(remote, replicas, 1, args.batch, obs_type, steps, args.tune_malloc)
+                setups[name] = (alone, f"grpc 1 client x {args.batch}")
+                order.append(name)
             for _ in range(args.repeats):
                 for name, (run, _) in setups.items():
                     result = run()
                     if name not in best or result[0] > best[name][0]:
                         best[name] = result
-            for name, (_, against) in setups.items():
+            for name in order:
                 rate, latencies, per_call = best[name]
-                base = "local" if against == local else "1 srv" if "replicas" in name else "1 big"
-                ratio = "" if against is None else f"{rate / best[against][0]:.2f} x {base}"
+                if name in per_round:
+                    ratio = f"{np.median(per_round[name]):.2f} x local"
+                elif name in setups:
+                    against = setups[name][1]
+                    base = "1 srv" if "replicas" in name else "1 big"
+                    ratio = f"{rate / best[against][0]:.2f} x {base}"
+                else:
+                    ratio = ""
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                 print(f"{obs_type:8s}{name:31s}{rate:9.0f}{ratio:>14s}{p50:9.2f}{p99:9.2f}"
                       f"{per_call:10.1f}")  # fmt: skip
+            spread = ", ".join(f"{name.split()[0]} {r.min():.2f}-{r.max():.2f}"
+                               for name, r in per_round.items())  # fmt: skip
+            print(f"one client / in-process in each of {args.rounds} rounds, {obs_type}: {spread}")
             ratios[obs_type] = {
                 transport: (
-                    best[f"{transport} 1 client x {args.batch}"][0] / best[local][0],
+                    float(np.median(per_round[f"{transport} 1 client x {args.batch}"])),
                     best[f"{transport} {args.clients} clients x {small}"][0]
                     / best[f"{transport} 1 client x {args.batch}"][0],
                 )

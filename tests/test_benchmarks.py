@@ -1,5 +1,6 @@
 """Benchmarks keep running: each one, at a tiny size (timings are never asserted)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_dream_benchmark_prints_every_runtime_beside_the_emulator():
 
 def test_serve_benchmark_prints_every_setup_and_both_targets():
     command = [sys.executable, "-m", "wmsim", "bench", "serve", "--batch", "4", "--clients", "2",
-               "--steps", "3", "--repeats", "1", "--obs", "latent"]  # fmt: skip
+               "--steps", "3", "--repeats", "1", "--rounds", "2", "--obs", "latent"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -100,6 +101,9 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     for transport in ("grpc", "same-host"):
         assert float(rows[f"{transport} 2 clients x 2"][-1]) >= 1  # envs per model call
         assert rows[f"{transport} 1 client x 4"][2:4] == ["x", "local"]
+    spread = r"one client / in-process in each of 2 rounds, latent: grpc \S+-\S+, "
+    spread += r"same-host \S+-\S+$"
+    assert sum(bool(re.match(spread, line)) for line in lines) == 1
     expected = [
         f"{what}, {transport}: latent"
         for what in ("remote / in-process at batch 4", "2 x 2 / 1 x 4")
