@@ -27,8 +27,8 @@
 # (python3), BUNDLE (wmsim/bundles/Breakout.wmsim), PIXEL_BATCHES (256 1024), LATENT_BATCHES
 # (256 1024 4096), ALE_BATCHES (256 1024: the emulator's batches, on the CPU), STEPS (32),
 # REPEATS (2), SERVE_BATCH (1024, at most 1024), SERVE_CLIENTS (16), SERVE_STEPS (100),
-# SERVE_REPEATS (2), SERVE_OBS (pixels latent), ARENA_ROWS (4096) and ARENA_STEPS (50): the
-# arena check's batch and timed steps, DREAM_SECONDS (150) and SERVE_SECONDS (120): the limits on
+# SERVE_ROUNDS (3), SERVE_REPEATS (2), SERVE_OBS (pixels latent), ARENA_ROWS (4096) and
+# ARENA_STEPS (50): the arena check's batch and timed steps, DREAM_SECONDS (150) and SERVE_SECONDS (120): the limits on
 # the two benchmarks, which keep the whole under 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -166,7 +166,7 @@ say "5/5 wmsim bench serve --device $device (in-process against served, 1 client
 # shellcheck disable=SC2086  # SERVE_OBS: observation types, word-split on purpose
 timeout "${SERVE_SECONDS:-120}" "$python" -m wmsim bench serve --bundle "$bundle" \
     --device "$device" --batch "${SERVE_BATCH:-1024}" --clients "${SERVE_CLIENTS:-16}" \
-    --steps "${SERVE_STEPS:-100}" --repeats "${SERVE_REPEATS:-2}" \
+    --steps "${SERVE_STEPS:-100}" --rounds "${SERVE_ROUNDS:-3}" --repeats "${SERVE_REPEATS:-2}" \
     --obs ${SERVE_OBS:-pixels latent} \
     || fail "wmsim bench serve --device $device failed (above) or took over" \
         "${SERVE_SECONDS:-120} s (then: a smaller SERVE_BATCH or SERVE_STEPS)"
