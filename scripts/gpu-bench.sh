@@ -28,8 +28,8 @@
 # (256 1024 4096), ALE_BATCHES (256 1024: the emulator's batches, on the CPU), STEPS (32),
 # REPEATS (2), SERVE_BATCH (1024, at most 1024), SERVE_CLIENTS (16), SERVE_STEPS (100),
 # SERVE_ROUNDS (3), SERVE_REPEATS (2), SERVE_OBS (pixels latent), ARENA_ROWS (4096) and
-# ARENA_STEPS (50): the arena check's batch and timed steps, DREAM_SECONDS (150) and SERVE_SECONDS (120): the limits on
-# the two benchmarks, which keep the whole under 5 minutes.
+# ARENA_STEPS (50): the arena check's batch and timed steps, DREAM_SECONDS (150) and
+# SERVE_SECONDS (120): the limits on the two benchmarks, which keep the whole under 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD:$PWD/server:$PWD/clients${PYTHONPATH:+:$PYTHONPATH}"  # this checkout
