@@ -114,6 +114,22 @@ def test_serve_benchmark_prints_every_setup_and_both_targets():
     assert "(at least 0.8: " in lines[-1]
 
 
+def test_serve_floor_benchmark_prints_the_bare_exchange_beside_in_process_for_both_obs():
+    command = [sys.executable, "-m", "wmsim", "bench", "serve_floor", "--batch", "4",
+               "--capacity", "8", "--steps", "5", "--rounds", "2"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = {
+        line.split()[0]: line.split()[1:] for line in lines if line.startswith(("pixels", "latent"))
+    }
+    assert list(rows) == ["pixels", "latent"]
+    assert all(len(values) == 6 and all(float(v) >= 0 for v in values) for values in rows.values())
+    floors = [line for line in lines if line.startswith("floor on this machine: ")]
+    assert [line.split()[4] for line in floors] == ["pixels", "latent"]
+    assert "target of 0.9)" in floors[0] and "target of 0.8)" in floors[1]
+
+
 def test_serve_benchmark_adds_rows_of_client_threads_and_over_replicas():
     command = [sys.executable, "-m", "wmsim", "bench", "serve", "--batch", "4", "--clients", "2",
                "--steps", "3", "--repeats", "1", "--obs", "latent", "--replicas", "2",
